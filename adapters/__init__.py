@@ -1,0 +1,1 @@
+"""One adapter per partner; each has settings, client, mapping, handlers and simulator modules."""

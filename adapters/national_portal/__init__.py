@@ -1,0 +1,1 @@
+"""National public service portal adapter: dossier status sync (DongBoHoSoMC, CapNhatTienDoHoSoMC)."""

@@ -1,0 +1,1 @@
+"""population_db adapter (planned: see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""postal adapter (planned: see docs/architecture.md)."""

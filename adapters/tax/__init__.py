@@ -1,0 +1,1 @@
+"""tax adapter (planned: see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Public message contracts: envelope, dossier lifecycle events, results, topics, schemas."""

@@ -1,0 +1,34 @@
+"""Messages the gateway reports back to the one-stop system: the outcome of each partner sync."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from contracts.envelope import Envelope
+
+
+class SyncOutcome(StrEnum):
+    """What became of one lifecycle event at a partner."""
+
+    SYNCED = "synced"  # the partner accepted it; partner_answer holds its reply
+    REJECTED = "rejected"  # the partner refused it for good; reason says why (it is also dead-lettered)
+    STALE_DROPPED = "stale_dropped"  # a newer version was already synced; nothing sent
+
+
+class SyncResult(Envelope):
+    """Outcome of syncing one dossier event to one partner."""
+
+    event_type: Literal["gateway.sync_result"] = "gateway.sync_result"
+    partner: Annotated[str, Field(min_length=1, max_length=50, examples=["national_portal"])]
+    source_event_id: UUID = Field(description="event_id of the lifecycle event this answers")
+    source_event_type: Annotated[str, Field(max_length=100)]
+    dossier_version: Annotated[int, Field(ge=1)]
+    outcome: SyncOutcome
+    partner_status: int | None = Field(default=None, description="e.g. the portal's TrangThaiHoSo")
+    partner_answer: Annotated[str, Field(max_length=1000)] | None = None
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+    attempts: Annotated[int, Field(ge=1)] = 1

@@ -1,0 +1,1 @@
+"""Gateway runtime: settings, composition root, broker runtime, state, metrics, CLI."""

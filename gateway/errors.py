@@ -1,0 +1,61 @@
+"""The gateway's failure classes: adapters classify every failure into one of these, machinery acts on it.
+
+    GatewayError
+    ├── RetryableError            the same request may succeed later: retry, then park, then dead-letter
+    │   ├── PartnerUnavailable    connection refused/reset, timeout, HTTP 5xx, SOAP server fault
+    │   ├── PartnerThrottled      HTTP 429 (carries retry_after_s when the partner said so)
+    │   └── SessionExpired        the partner's session ended; log in again and retry at once
+    └── PermanentError            retrying cannot help: dead-letter at once with the reason
+        ├── InvalidMessage        the input is not a valid contract message (bad JSON, schema, encoding)
+        ├── PartnerRejected       the partner refused the request on business grounds (4xx, error code)
+        └── PartnerProtocolError  the partner answered something we cannot understand
+
+Adapters raise these; they never retry, sleep, dead-letter or count by themselves.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every classified failure; `reason` is safe to log (never personal data)."""
+
+    def __init__(self, reason: str, *, partner_code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partner_code = partner_code
+
+
+class RetryableError(GatewayError):
+    """The same request may succeed later."""
+
+
+class PartnerUnavailable(RetryableError):
+    """The partner could not be reached or failed on its side (timeout, connection error, 5xx, SOAP server fault)."""
+
+
+class PartnerThrottled(RetryableError):
+    """The partner asked us to slow down (HTTP 429)."""
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None, partner_code: str | None = None) -> None:
+        super().__init__(reason, partner_code=partner_code)
+        self.retry_after_s = retry_after_s
+
+
+class SessionExpired(RetryableError):
+    """The partner's login session ended; the client logs in again before the retry."""
+
+
+class PermanentError(GatewayError):
+    """Retrying cannot help."""
+
+
+class InvalidMessage(PermanentError):
+    """The input message is not a valid contract message."""
+
+
+class PartnerRejected(PermanentError):
+    """The partner refused the request on business grounds; `reason` carries its answer."""
+
+
+class PartnerProtocolError(PermanentError):
+    """The partner's answer could not be understood (malformed body, unexpected shape)."""
