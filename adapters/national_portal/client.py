@@ -1,0 +1,281 @@
+"""aiohttp client of the national portal: speaks its login/service protocol and classifies every failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+
+from adapters.national_portal import mapping
+from adapters.national_portal.mapping import PortalAnswer
+from adapters.national_portal.settings import PortalSettings
+from gateway.errors import (
+    PartnerProtocolError,
+    PartnerRejected,
+    PartnerThrottled,
+    PartnerUnavailable,
+    PermanentError,
+    SessionExpired,
+)
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+DSTCODE_HEADER: Final = "dstcode"
+_JSON_HEADERS: Final = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
+# The portal's message ends up in logs and dead-letter headers; keep it bounded.
+_MAX_MESSAGE_CHARS: Final = 300
+
+SessionFactory = Callable[[], aiohttp.ClientSession]
+
+
+def _short(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class PortalClient:
+    """One portal account shared by every caller: a lazily opened session token and a pooled HTTP client.
+
+    Raises only gateway.errors classes (plus RuntimeError when used before start()). It never retries except
+    the single immediate retry after a re-login that the portal's session protocol requires.
+    """
+
+    def __init__(
+        self,
+        settings: PortalSettings,
+        *,
+        session_factory: SessionFactory | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+    ) -> None:
+        self._settings = settings
+        self._session_factory = session_factory
+        self._connector = connector
+        self._http: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self._token: str | None = None
+        # Single flight: concurrent callers that need a session share this one login instead of each logging
+        # in (and a failed login fails all of them at once rather than being retried N times in a row).
+        self._login_task: asyncio.Task[str] | None = None
+        self._success = frozenset(settings.success_codes)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the HTTP client (idempotent); the connector must be created inside the running loop."""
+        if self._http is not None:
+            return
+        if self._session_factory is not None:
+            self._http = self._session_factory()
+            return
+        limit = self._settings.max_connections
+        owner = self._connector is None
+        connector = self._connector or aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=owner,  # an injected connector belongs to whoever injected it
+            timeout=self._timeout,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP client and forget the session token."""
+        task, self._login_task = self._login_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        http, self._http = self._http, None
+        self._token = None
+        if http is not None:
+            await http.close()
+
+    async def __aenter__(self) -> PortalClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- operations ---------------------------------------------------------------------------------------
+
+    async def sync_snapshot(self, record: dict[str, Any], *, updating: bool, idempotency_key: str) -> PortalAnswer:
+        """DongBoHoSoMC with one record; `updating` is False only for the dossier's first sync."""
+        params = mapping.snapshot_params(record, updating=updating)
+        return await self._call("sync_snapshot", self._settings.service_sync_snapshot, params, idempotency_key)
+
+    async def update_progress(self, step: dict[str, Any], *, idempotency_key: str) -> PortalAnswer:
+        """CapNhatTienDoHoSoMC with one processing step (send only after the snapshot succeeded)."""
+        params = mapping.records_params(step)
+        return await self._call("update_progress", self._settings.service_update_progress, params, idempotency_key)
+
+    async def sync_rating(self, rating: dict[str, Any], *, idempotency_key: str) -> PortalAnswer:
+        """Ratings service with one rating record."""
+        params = mapping.records_params(rating)
+        return await self._call("sync_rating", self._settings.service_sync_rating, params, idempotency_key)
+
+    async def lookup(self, dossier_code: str, *, idempotency_key: str | None = None) -> PortalAnswer:
+        """TraCuuHoSo; an empty `result` means the portal does not know the dossier."""
+        # A read must never be answered from the portal's idempotency cache, so each lookup gets a fresh key.
+        key = idempotency_key or f"lookup-{uuid.uuid4().hex}"
+        params = mapping.lookup_params(dossier_code)
+        return await self._call("lookup", self._settings.service_lookup, params, key)
+
+    # --- session ------------------------------------------------------------------------------------------
+
+    async def _session_token(self, *, failed: str | None = None) -> str:
+        """The current token, logging in first if there is none or if `failed` is still the current one."""
+        if failed is not None and self._token == failed:
+            self._token = None  # only the first caller to see a token fail discards it
+        if self._token is not None:
+            return self._token
+        task = self._login_task
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._login())
+            task.add_done_callback(_consume_exception)
+            self._login_task = task
+        # shield: a caller cancelled while waiting must not cancel the login the others are waiting for.
+        return await asyncio.shield(task)
+
+    async def _login(self) -> str:
+        try:
+            settings = self._settings
+            body = mapping.login_request(settings.username, settings.password.get_secret_value())
+            raw = await self._post("login", settings.login_url, body, {DSTCODE_HEADER: settings.dstcode})
+            answer, token = mapping.parse_login(raw, success_codes=self._success)
+            if not answer.ok:
+                raise PartnerRejected(
+                    f"login: portal refused the account (error_code {answer.code}): {_short(answer.message)}",
+                    partner_code=answer.code,
+                )
+            self._token = token
+            return token
+        except PermanentError as exc:
+            # A failed login is not the fault of the message being sent (bad credentials, a garbled answer):
+            # classify it as unavailable so the circuit breaker pauses consumption until it is fixed, instead
+            # of dead-lettering every message in the meantime.
+            reason = exc.reason if exc.reason.startswith("login") else f"login: {exc.reason}"
+            raise PartnerUnavailable(reason, partner_code=exc.partner_code) from None
+        finally:
+            if self._login_task is asyncio.current_task():
+                self._login_task = None
+
+    # --- calls --------------------------------------------------------------------------------------------
+
+    async def _call(self, op: str, service: str, params: Mapping[str, Any], idempotency_key: str) -> PortalAnswer:
+        headers = {IDEMPOTENCY_HEADER: idempotency_key}
+        token = await self._session_token()
+        answer = await self._service(op, token, service, params, headers)
+        if answer.session_expired:
+            # The portal's protocol: log in again and retry once at once (same idempotency key).
+            token = await self._session_token(failed=token)
+            answer = await self._service(op, token, service, params, headers)
+            if answer.session_expired:
+                raise SessionExpired(
+                    f"{op}: session expired again right after a new login: {_short(answer.message)}",
+                    partner_code=answer.code,
+                )
+        if not answer.ok:
+            raise PartnerRejected(
+                f"{op}: portal rejected the request (error_code {answer.code}): {_short(answer.message)}",
+                partner_code=answer.code,
+            )
+        return answer
+
+    async def _service(
+        self, op: str, token: str, service: str, params: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> PortalAnswer:
+        body = mapping.service_request(token, self._settings.madonvi, service, params)
+        raw = await self._post(op, self._settings.service_url, body, headers)
+        try:
+            return mapping.parse_answer(raw, success_codes=self._success)
+        except PartnerProtocolError as exc:
+            raise PartnerProtocolError(f"{op}: {exc.reason}") from None
+
+    async def _post(
+        self, op: str, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Mapping[str, Any]:
+        """POST JSON and return the decoded object; every failure leaves as a classified GatewayError.
+
+        Reasons name the operation and HTTP status only: the body holds personal data and never leaves here.
+        """
+        http = self._http
+        if http is None:
+            raise RuntimeError("PortalClient.start() was not awaited")
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            async with http.post(
+                url,
+                data=data,
+                headers={**_JSON_HEADERS, **headers},
+                timeout=self._timeout,  # also bounds sessions made by an injected factory
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+                raw = await resp.read()
+        except TimeoutError:
+            # asyncio.TimeoutError is TimeoutError on 3.11+, and aiohttp's ServerTimeoutError derives from it.
+            raise PartnerUnavailable(f"{op}: no answer within {self._settings.timeout_s:g}s") from None
+        except aiohttp.ClientError as exc:
+            # Connection refused/reset, server disconnected, truncated payload: all transient on our side.
+            raise PartnerUnavailable(f"{op}: {type(exc).__name__}") from None
+        return self._decode(op, status, retry_after, raw)
+
+    @staticmethod
+    def _decode(op: str, status: int, retry_after: str | None, raw: bytes) -> Mapping[str, Any]:
+        if status == 429:
+            seconds = _retry_after(retry_after)
+            raise PartnerThrottled(f"{op}: HTTP 429", retry_after_s=seconds, partner_code="429")
+        if status >= 500 or status == 408:
+            raise PartnerUnavailable(f"{op}: HTTP {status}", partner_code=str(status))
+        if 400 <= status < 500:
+            raise PartnerRejected(f"{op}: HTTP {status}{_portal_message(raw)}", partner_code=str(status))
+        if not 200 <= status < 300:
+            raise PartnerProtocolError(f"{op}: unexpected HTTP {status}", partner_code=str(status))
+        try:
+            decoded = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise PartnerProtocolError(f"{op}: HTTP {status} with a body that is not JSON ({len(raw)} bytes)") from None
+        if not isinstance(decoded, dict):
+            raise PartnerProtocolError(f"{op}: HTTP {status} with JSON that is not an object")
+        return decoded
+
+
+def _portal_message(raw: bytes) -> str:
+    """`: <message>` from a JSON error body, or "" (a 4xx body is the portal's text, not our request)."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    message = decoded.get("message") if isinstance(decoded, dict) else None
+    return f": {_short(str(message))}" if message else ""
+
+
+def _consume_exception(task: asyncio.Task[str]) -> None:
+    # Every waiter may have been cancelled; retrieving the exception keeps asyncio from logging it as lost.
+    if not task.cancelled():
+        task.exception()

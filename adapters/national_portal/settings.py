@@ -1,0 +1,60 @@
+"""Settings of the national public service portal adapter, read from `GATEWAY_PORTAL_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PortalSettings(BaseSettings):
+    """Where and as whom the gateway talks to the national portal (Cổng Dịch vụ công quốc gia)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_PORTAL_", extra="ignore", frozen=True)
+
+    # Credentials and addresses have no defaults: a gateway that silently talks to a wrong portal, or logs in
+    # as a placeholder user, is worse than one that refuses to start.
+    base_url: Annotated[str, Field(description="Portal root, e.g. https://dichvucong.gov.vn/adapter")]
+    username: Annotated[str, Field(min_length=1)]
+    password: SecretStr
+    dstcode: Annotated[str, Field(min_length=1, description="Sent as the `dstcode` header at login")]
+    madonvi: Annotated[str, Field(min_length=1, description="The province's unit code, sent with every call")]
+
+    login_path: str = "/api/login"
+    service_path: str = "/api/service"
+    timeout_s: Annotated[float, Field(gt=0, description="Total time allowed for one HTTP exchange")] = 10.0
+    max_connections: Annotated[int, Field(ge=1, description="Connection pool size (total and per host)")] = 200
+
+    # Service names are configuration, not code: portal versions have renamed them before.
+    service_sync_snapshot: str = "DongBoHoSoMC"
+    service_update_progress: str = "CapNhatTienDoHoSoMC"
+    service_lookup: str = "TraCuuHoSo"
+    # Unverified: no public client code for the ratings service was found; the name is our best guess.
+    service_sync_rating: str = "DongBoDanhGiaMC"
+
+    # Portal versions disagree on the success code (0 in some, "00" in others); compared as strings.
+    success_codes: Annotated[list[str], Field(min_length=1)] = ["0", "00"]
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        # Paths are appended with their own leading slash.
+        return value.rstrip("/")
+
+    @field_validator("login_path", "service_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        return value if value.startswith("/") else "/" + value
+
+    @property
+    def login_url(self) -> str:
+        """Full URL of the login endpoint."""
+        return self.base_url + self.login_path
+
+    @property
+    def service_url(self) -> str:
+        """Full URL of the service endpoint."""
+        return self.base_url + self.service_path

@@ -1,0 +1,60 @@
+"""What an adapter gives the machinery: which events it wants and how to deliver one to its partner."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from contracts.events import DossierEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request/response with a partner, as the ledger records it (hashes only, no personal data)."""
+
+    operation: str
+    idempotency_key: str
+    request_hash: str
+    response_hash: str
+    partner_reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A partner accepted the event."""
+
+    partner_status: int | None
+    partner_answer: str | None
+    exchanges: tuple[Exchange, ...] = field(default=())
+
+
+class Adapter(Protocol):
+    """One partner's handlers as the pipeline sees them.
+
+    `deliver` raises only `gateway.errors` classes; it never retries, sleeps, dead-letters or counts.
+    """
+
+    name: str
+    """Short identifier used in topic names, group ids, metrics labels and the ledger."""
+
+    ordered_by_version: bool
+    """True when a partner must never see an older snapshot after a newer one (stale ones are dropped)."""
+
+    def wants(self, event: DossierEvent) -> bool:
+        """Whether this adapter has anything to do for the event."""
+        ...
+
+    async def deliver(self, event: DossierEvent) -> Delivered:
+        """Perform the event's effect at the partner, idempotently (keys from `idempotency_key`)."""
+        ...
+
+
+def idempotency_key(adapter: str, event: DossierEvent, operation: str) -> str:
+    """Deterministic key of one partner effect: the same event and operation always give the same key."""
+    return f"{adapter}:{operation}:{event.event_id}"
+
+
+def digest(payload: bytes) -> str:
+    """SHA-256 hex of a request or response body, for the ledger."""
+    return hashlib.sha256(payload).hexdigest()

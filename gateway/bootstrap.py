@@ -1,0 +1,154 @@
+"""The composition root: builds every part of a gateway process from settings; nothing connects at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import structlog
+from faststream.kafka import KafkaBroker
+
+from adapters.national_portal.client import PortalClient
+from adapters.national_portal.handlers import PortalApi, PortalHandlers
+from adapters.national_portal.settings import PortalSettings
+from contracts.topics import dead_letter_topic
+from gateway.adapter import Adapter
+from gateway.http_server import OperatorServer
+from gateway.kafka_admin import ensure_topics
+from gateway.metrics import GatewayMetrics
+from gateway.observe import ObservedClient
+from gateway.pipeline import Pipeline
+from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
+from gateway.runtime.publisher import BrokerPublisher
+from gateway.settings import GatewaySettings
+from gateway.store import Store, open_store
+
+log = structlog.get_logger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a gateway (e.g. no bootstrap servers); the message says what to set."""
+
+
+@dataclass
+class AdapterRuntime:
+    """One adapter wired to its client, pipeline and consumer."""
+
+    adapter: Adapter
+    client: Any
+    pipeline: Pipeline
+    consumer: KeyOrderedConsumer
+
+
+@dataclass
+class Gateway:
+    """A running gateway process: broker connection, state, adapters and the operator endpoint."""
+
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    broker: KafkaBroker
+    runtimes: list[AdapterRuntime] = field(default_factory=list)
+    server: OperatorServer | None = None
+    store: Store | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.server.url}/metrics" if self.server else ""
+
+    async def readiness(self) -> dict[str, bool]:
+        try:
+            broker_ok = await self.broker.ping(timeout=2.0)
+        except Exception:
+            broker_ok = False
+        self.metrics.broker_connected.set(1 if broker_ok else 0)
+        checks = {"broker": bool(broker_ok)}
+        checks.update({f"consumer:{rt.adapter.name}": rt.consumer.running for rt in self.runtimes})
+        return checks
+
+    async def stop(self) -> None:
+        """Drain consumers, then close clients, the broker, the database and the endpoint."""
+        for rt in self.runtimes:
+            with contextlib.suppress(Exception):
+                await rt.consumer.stop()
+        for rt in self.runtimes:
+            with contextlib.suppress(Exception):
+                await rt.client.close()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self.server is not None:
+            await self.server.stop()
+
+
+def _adapter_for(name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any]) -> tuple[Adapter, Any]:
+    if name == "national_portal":
+        portal = PortalClient(adapter_settings.get(name) or PortalSettings())
+        observed = ObservedClient(
+            portal, partner=name, metrics=metrics, operations=("sync_snapshot", "update_progress", "sync_rating")
+        )
+        return PortalHandlers(cast(PortalApi, observed)), portal
+    raise ConfigurationError(f"unknown adapter {name!r}; available: national_portal")
+
+
+async def start_gateway(
+    settings: GatewaySettings, *, serve_http: bool = True, adapter_settings: Mapping[str, Any] | None = None
+) -> Gateway:
+    """Build and start everything; on failure, stop what was started and re-raise.
+
+    `adapter_settings` overrides an adapter's settings object (by adapter name); otherwise each adapter
+    reads its own from the environment.
+    """
+    bootstrap = settings.kafka.bootstrap_servers
+    if not bootstrap:
+        raise ConfigurationError(
+            "no Kafka bootstrap servers configured: set GATEWAY_KAFKA__BOOTSTRAP_SERVERS=host:port "
+            "(or kafka.bootstrap_servers in the config file), or try `gateway run --embedded-broker`"
+        )
+    metrics = GatewayMetrics()
+    broker = KafkaBroker(bootstrap, logger=None, client_id="dossier-gateway")
+    gw = Gateway(settings=settings, metrics=metrics, broker=broker)
+    try:
+        store = gw.store = await open_store(settings.database_url)
+        await broker.connect()
+        names = settings.topics
+        topics = {names.input: settings.kafka.input_partitions, names.results: settings.kafka.input_partitions}
+        for name in settings.adapters:
+            topics[dead_letter_topic(names.input, name)] = 1
+        await ensure_topics(bootstrap, topics, settings.kafka.replication_factor)
+        publisher = BrokerPublisher(broker)
+        options = ConsumerOptions(
+            max_in_flight=settings.concurrency.max_in_flight,
+            commit_interval_s=settings.concurrency.commit_interval_s,
+            drain_timeout_s=settings.concurrency.drain_timeout_s,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+        )
+        for name in settings.adapters:
+            adapter, client = _adapter_for(name, metrics, adapter_settings or {})
+            await client.start()
+            pipeline = Pipeline(
+                adapter, publisher=publisher, store=store, metrics=metrics,
+                retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
+            )
+            consumer = KeyOrderedConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=f"{settings.kafka.group_prefix}.{name}",
+                topics=(names.input,),
+                handler=pipeline,
+                options=options,
+                on_in_flight=metrics.in_flight.labels(name).set,
+                on_paused=metrics.paused_partitions.labels(name).set,
+            )
+            gw.runtimes.append(AdapterRuntime(adapter, client, pipeline, consumer))
+        await asyncio.gather(*(rt.consumer.start() for rt in gw.runtimes))
+        if serve_http:
+            gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
+            await gw.server.start()
+        log.info("gateway_started", adapters=settings.adapters, metrics=gw.metrics_url)
+        return gw
+    except BaseException:
+        await gw.stop()
+        raise

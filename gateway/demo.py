@@ -1,0 +1,306 @@
+"""`gateway demo`: embedded broker, portal simulator, gateway and generated load in one process, with a report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adapters.national_portal import mapping
+from adapters.national_portal.settings import PortalSettings
+from adapters.national_portal.simulator import PortalSimulator
+from contracts.events import ProcessingStepDone, Rated
+from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
+from gateway.bootstrap import Gateway, start_gateway
+from gateway.embedded_broker import EmbeddedBroker
+from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
+from gateway.settings import GatewaySettings, HttpSettings, KafkaSettings
+
+
+@dataclass
+class DemoReport:
+    """What an operator reads after a demo run; `lost` compares the partner's final state with the source's."""
+
+    dossiers: int
+    events_produced: int
+    events_in: int = 0
+    synced: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    stale_dropped: int = 0
+    retried: int = 0
+    duplicate_effects: int = 0
+    sync_delay_p50_ms: float = 0.0
+    sync_delay_p99_ms: float = 0.0
+    duration_s: float = 0.0
+    events_per_s: float = 0.0
+    converged: bool = False
+    lost_examples: list[str] = field(default_factory=list)
+
+
+def expected_portal_view(journey: Journey) -> dict[str, Any]:
+    """What the portal must show for a dossier once every event of its journey was synced."""
+    return {
+        "record": mapping.snapshot_record(journey.final_snapshot),
+        "steps": sum(isinstance(e, ProcessingStepDone) for e in journey.events),
+        "ratings": sum(isinstance(e, Rated) for e in journey.events),
+    }
+
+
+def count_lost(journeys: list[Journey], portal: dict[str, dict[str, Any]]) -> list[str]:
+    """Dossier codes whose state at the portal differs from the generator's final state."""
+    lost = []
+    for journey in journeys:
+        seen = portal.get(journey.dossier_code)
+        want = expected_portal_view(journey)
+        if seen is None or any(seen[k] != v for k, v in want.items()):
+            lost.append(journey.dossier_code)
+    return lost
+
+
+def interleave(journeys: list[Journey]) -> list[tuple[bytes, bytes, str]]:
+    """Events of many dossiers mixed as a live province produces them, each dossier's in order."""
+    out: list[tuple[bytes, bytes, str]] = []
+    depth = max((len(j.events) for j in journeys), default=0)
+    for i in range(depth):
+        for j in journeys:
+            if i < len(j.events):
+                event = j.events[i]
+                out.append((key(event), encode(event), str(event.event_id)))
+    return out
+
+
+class ResultWatcher:
+    """Reads the result and dead-letter topics to count outcomes and measure sync delay."""
+
+    def __init__(self, bootstrap: str, adapter: str) -> None:
+        self._bootstrap = bootstrap
+        self._dlt = dead_letter_topic(DOSSIER_EVENTS, adapter)
+        self.outcomes: Counter[str] = Counter()
+        self.dead_letters = 0
+        self.delays_ms: list[float] = []
+        self.sent_at_ms: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await self._consumer.start()
+        parts = [TopicPartition(SYNC_RESULTS, p) for p in (self._consumer.partitions_for_topic(SYNC_RESULTS) or [])]
+        parts += [TopicPartition(self._dlt, p) for p in (self._consumer.partitions_for_topic(self._dlt) or [0])]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_beginning(*parts)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for r in records:
+                    if tp.topic == self._dlt:
+                        self.dead_letters += 1
+                        continue
+                    body = json.loads(r.value)
+                    self.outcomes[body["outcome"]] += 1
+                    sent = self.sent_at_ms.get(body["source_event_id"])
+                    if body["outcome"] == "synced" and sent is not None:
+                        self.delays_ms.append(max(0, r.timestamp - sent))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def _produce(bootstrap: str, items: list[tuple[bytes, bytes, str]], watcher: ResultWatcher, tick: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending: list[tuple[str, asyncio.Future[Any]]] = []
+        for k, v, event_id in items:
+            pending.append((event_id, await producer.send(DOSSIER_EVENTS, v, key=k)))
+            if len(pending) >= 500:
+                await _settle(pending, watcher, tick)
+        await _settle(pending, watcher, tick)
+    finally:
+        await producer.stop()
+
+
+async def _settle(pending: list[tuple[str, asyncio.Future[Any]]], watcher: ResultWatcher, tick: Any) -> None:
+    for event_id, fut in pending:
+        meta = await fut
+        watcher.sent_at_ms[event_id] = meta.timestamp if meta.timestamp > 0 else int(time.time() * 1000)
+    tick(len(pending))
+    pending.clear()
+
+
+async def run_demo(
+    dossiers: int,
+    *,
+    report_file: Path | None = None,
+    serve: bool = False,
+    seed: int = 2019,
+    portal_latency_ms: float = 20.0,
+    portal_error_rate: float = 0.02,
+    timeout_s: float | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run the whole demo; return the process exit code (0 when every dossier converged, nothing lost)."""
+    console = console or Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    broker = EmbeddedBroker()
+    bootstrap = await asyncio.to_thread(broker.start)
+    sim = PortalSimulator(latency_ms=portal_latency_ms, error_rate=portal_error_rate, seed=seed)
+    gw: Gateway | None = None
+    watcher: ResultWatcher | None = None
+    try:
+        portal_url = await sim.start()
+        settings = GatewaySettings(
+            database_url=f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
+            kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=8),
+            http=HttpSettings(port=0),
+        )
+        portal = PortalSettings(
+            base_url=portal_url, username="gateway", password="secret", dstcode="H34", madonvi="000.00.00.H55"  # noqa: S106
+        )
+        gw = await start_gateway(settings, adapter_settings={"national_portal": portal})
+        if serve:
+            print(json.dumps({
+                "bootstrap_servers": bootstrap,
+                "metrics_url": gw.metrics_url,
+                "input_topic": DOSSIER_EVENTS,
+                "result_topic": SYNC_RESULTS,
+                "dead_letter_topic": dead_letter_topic(DOSSIER_EVENTS, "national_portal"),
+                "simulators": {"national_portal": portal_url},
+                "database_url": settings.database_url,
+            }), flush=True)
+        watcher = ResultWatcher(bootstrap, "national_portal")
+        await watcher.start()
+        report = DemoReport(dossiers=dossiers, events_produced=0)
+        if dossiers > 0:
+            report = await _drive(dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s)
+            _print_summary(console, report)
+            if report_file is not None:
+                report_file.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")  # noqa: ASYNC240
+        if serve:
+            await _wait_for_signal()
+        return 0 if (dossiers == 0 or (report.converged and report.lost == 0)) else 1
+    finally:
+        if watcher is not None:
+            await watcher.stop()
+        if gw is not None:
+            await gw.stop()
+        await sim.stop()
+        await asyncio.to_thread(broker.stop)
+
+
+async def _drive(
+    dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
+    console: Console, timeout_s: float | None,
+) -> DemoReport:
+    journeys = generate_journeys(dossiers, seed=seed)
+    items = interleave(journeys)
+    report = DemoReport(dossiers=dossiers, events_produced=len(items))
+    metrics = gw.metrics
+    started = time.perf_counter()
+    deadline = started + (timeout_s if timeout_s is not None else 120 + len(items) / 50)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        produced = progress.add_task("produced", total=len(items), info="")
+        synced_task = progress.add_task("synced", total=len(items), info="")
+        producer = asyncio.create_task(_produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n)))
+        while True:
+            await asyncio.sleep(0.5)
+            report.events_in = int(metrics.total("gateway_events_in_total"))
+            report.retried = int(metrics.total("gateway_retries_total"))
+            done = sum(watcher.outcomes.values()) + watcher.dead_letters
+            progress.update(
+                synced_task, completed=done,
+                info=f"in {report.events_in}  synced {watcher.outcomes['synced']}  retried {report.retried}  "
+                f"dead-lettered {watcher.dead_letters}",
+            )
+            if producer.done() and done >= len(items):
+                lost = count_lost(journeys, sim.dossiers)
+                if not lost:
+                    report.converged = True
+                    break
+            if time.perf_counter() > deadline:
+                break
+        await producer
+    report.duration_s = round(time.perf_counter() - started, 2)
+    lost = count_lost(journeys, sim.dossiers)
+    report.lost = len(lost)
+    report.lost_examples = lost[:10]
+    report.synced = watcher.outcomes["synced"]
+    report.rejected = watcher.outcomes["rejected"]
+    report.stale_dropped = watcher.outcomes["stale_dropped"]
+    report.dead_lettered = watcher.dead_letters
+    report.duplicate_effects = int(sim.stats["duplicate_effects"])
+    report.sync_delay_p50_ms = round(_percentile(watcher.delays_ms, 50), 1)
+    report.sync_delay_p99_ms = round(_percentile(watcher.delays_ms, 99), 1)
+    report.events_per_s = round(report.events_in / report.duration_s, 1) if report.duration_s else 0.0
+    return report
+
+
+def _print_summary(console: Console, report: DemoReport) -> None:
+    table = Table(title="Demo summary: one-stop system → gateway → national portal", show_lines=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    ok = "[green]" if report.lost == 0 and report.converged else "[red]"
+    rows = [
+        ("dossiers", report.dossiers, "generated journeys"),
+        ("events produced", report.events_produced, "lifecycle events written to the input topic"),
+        ("events in", report.events_in, "records the gateway consumed (redeliveries count again)"),
+        ("synced", report.synced, "accepted by the portal"),
+        ("stale dropped", report.stale_dropped, "older than what the portal already had"),
+        ("rejected", report.rejected, "refused by the portal (see dead letters)"),
+        ("dead-lettered", report.dead_lettered, "parked in the dead-letter topic with the reason"),
+        ("retried", report.retried, "in-process retries after a retryable failure"),
+        ("lost", f"{ok}{report.lost}", "dossiers whose portal state differs from the source"),
+        ("duplicate effects", report.duplicate_effects, "second effects seen by the portal simulator"),
+        ("sync delay p50 / p99", f"{report.sync_delay_p50_ms} / {report.sync_delay_p99_ms} ms", "published → synced"),
+        ("duration", f"{report.duration_s} s", f"{report.events_per_s} events/s"),
+    ]
+    for name, value, meaning in rows:
+        table.add_row(name, str(value), meaning)
+    console.print(table)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+__all__ = ["DemoReport", "count_lost", "expected_portal_view", "interleave", "run_demo"]

@@ -1,0 +1,1 @@
+"""Broker runtime: the key-ordered concurrent consumer, offset tracking, and publishing."""

@@ -1,0 +1,38 @@
+"""Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events."""
+
+from gateway.store.database import create_engine, migrate, normalise_url
+from gateway.store.ledger import (
+    GENESIS_HASH,
+    ChainHead,
+    ExchangeEntry,
+    Ledger,
+    LedgerRecord,
+    Outcome,
+    VerifyReport,
+    compute_record_hash,
+    sha256_hex,
+)
+from gateway.store.processed import ProcessedEvent, ProcessedEvents
+from gateway.store.store import Store, open_store
+from gateway.store.sync_state import SyncState, SyncStateStore
+
+__all__ = [
+    "GENESIS_HASH",
+    "ChainHead",
+    "ExchangeEntry",
+    "Ledger",
+    "LedgerRecord",
+    "Outcome",
+    "ProcessedEvent",
+    "ProcessedEvents",
+    "Store",
+    "SyncState",
+    "SyncStateStore",
+    "VerifyReport",
+    "compute_record_hash",
+    "create_engine",
+    "migrate",
+    "normalise_url",
+    "open_store",
+    "sha256_hex",
+]

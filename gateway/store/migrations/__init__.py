@@ -1,0 +1,1 @@
+"""Alembic migrations for the gateway store (run them with gateway.store.migrate)."""

@@ -1,0 +1,1 @@
+"""Alembic revision scripts for the gateway store, oldest first."""

@@ -1,0 +1,126 @@
+"""SQLAlchemy Core table definitions for the gateway's persistent state and exchange ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names keep Alembic batch migrations on SQLite (which rebuild tables)
+# and PostgreSQL in step; unnamed constraints get backend-specific generated names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only aliases the rowid (and so stays compact and fast) for a column declared exactly INTEGER.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+# Lengths are enforced in Python too, because SQLite ignores VARCHAR lengths and PostgreSQL does not:
+# both backends must accept and refuse exactly the same values.
+ADAPTER_LEN = 64
+OPERATION_LEN = 64
+DOSSIER_CODE_LEN = 128
+EVENT_ID_LEN = 128
+IDEMPOTENCY_KEY_LEN = 200
+HASH_LEN = 128
+PARTNER_REFERENCE_LEN = 200
+OUTCOME_LEN = 32
+DETAIL_LEN = 500
+PARTNER_ANSWER_LEN = 500
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the backend stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime refused: store timestamps as timezone-aware UTC")
+        value = value.astimezone(UTC)
+        # SQLite has no timezone type; SQLAlchemy would silently drop the offset, so store plain UTC.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("adapter", String(ADAPTER_LEN), primary_key=True),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), primary_key=True),
+    Column("last_version", BigInteger, nullable=False),
+    Column("partner_status", Integer, nullable=True),
+    Column("partner_answer", String(PARTNER_ANSWER_LEN), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("adapter", String(ADAPTER_LEN), nullable=False),
+    Column("operation", String(OPERATION_LEN), nullable=False),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), nullable=False),
+    Column("event_id", String(EVENT_ID_LEN), nullable=False),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_LEN), nullable=False),
+    Column("request_hash", String(HASH_LEN), nullable=False),
+    Column("response_hash", String(HASH_LEN), nullable=True),
+    Column("partner_reference", String(PARTNER_REFERENCE_LEN), nullable=True),
+    Column("outcome", String(OUTCOME_LEN), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("record_hash", String(64), nullable=False),
+    Index("ix_ledger_entries_dossier_code_seq", "dossier_code", "seq"),
+    Index("ix_ledger_entries_adapter_event_id", "adapter", "event_id"),
+)
+
+# One row (id = 1) holding the chain head. Appends lock it, which serialises writers across processes,
+# and it remembers the last seq and hash so that deleting the newest ledger rows is still detected.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("adapter", String(ADAPTER_LEN), primary_key=True),
+    Column("event_id", String(EVENT_ID_LEN), primary_key=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+    Column("outcome", String(OUTCOME_LEN), nullable=False),
+)

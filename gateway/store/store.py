@@ -1,0 +1,38 @@
+"""Convenience bundle: one engine and the three stores built on it, opened and migrated together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.store.database import create_engine, migrate
+from gateway.store.ledger import Ledger
+from gateway.store.processed import ProcessedEvents
+from gateway.store.sync_state import SyncStateStore
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Everything the gateway persists; close() releases the connection pool."""
+
+    engine: AsyncEngine
+    sync_state: SyncStateStore
+    ledger: Ledger
+    processed: ProcessedEvents
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def open_store(url: str, *, run_migrations: bool = True) -> Store:
+    """Migrate (unless told not to) and open the store at ``url``."""
+    if run_migrations:
+        await migrate(url)
+    engine = create_engine(url)
+    return Store(
+        engine=engine,
+        sync_state=SyncStateStore(engine),
+        ledger=Ledger(engine),
+        processed=ProcessedEvents(engine),
+    )

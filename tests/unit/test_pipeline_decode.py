@@ -1,0 +1,70 @@
+"""Decoding refuses bad input with a reason that names the problem but never echoes personal data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contracts.events import parse_dossier_event
+from gateway.dead_letters import H_EXC_CLASS, H_EXC_MESSAGE, H_OFFSET, H_TOPIC, Failure, dead_letter_headers, now
+from gateway.errors import InvalidMessage
+from gateway.loadgen.journeys import encode, generate_journeys
+from gateway.pipeline import decode
+from gateway.runtime.records import InboundRecord
+
+
+@pytest.fixture(scope="module")
+def valid() -> bytes:
+    return encode(generate_journeys(1, seed=7)[0].events[0])
+
+
+def test_valid_message_decodes(valid: bytes) -> None:
+    assert decode(valid, 1_000_000).event_type == "dossier.received"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"not json", "Invalid JSON"),
+        (b"\xff\xfe\x00garbage", "JSON"),
+        (b'{"event_type": "dossier.exploded"}', "event_type"),
+        (b"[]", "object"),
+    ],
+)
+def test_malformed_messages_are_refused_with_reason(raw: bytes, needle: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode(raw, 1_000_000)
+    assert needle in info.value.reason
+
+
+def test_invalid_id_number_reason_hides_the_value(valid: bytes) -> None:
+    doc = json.loads(valid)
+    doc["applicant"]["id_number"] = "999123456789"
+    doc["snapshot"]["applicant"]["id_number"] = "999123456789"
+    with pytest.raises(InvalidMessage) as info:
+        decode(json.dumps(doc).encode(), 1_000_000)
+    assert "id_number" in info.value.reason
+    assert "999123456789" not in info.value.reason
+
+
+def test_oversized_message_is_refused(valid: bytes) -> None:
+    with pytest.raises(InvalidMessage, match="exceeds"):
+        decode(valid, len(valid) - 1)
+
+
+def test_snapshot_must_match_envelope(valid: bytes) -> None:
+    doc = json.loads(valid)
+    doc["dossier_version"] = doc["dossier_version"] + 1
+    with pytest.raises(InvalidMessage, match="version"):
+        decode(json.dumps(doc).encode(), 1_000_000)
+    parse_dossier_event(valid)  # the untouched message is still fine
+
+
+def test_dead_letter_headers_name_origin_and_reason() -> None:
+    record = InboundRecord("t", 3, 42, b"k", b"v", 0, headers=(("trace", b"abc"), ("bin", b"\xff")))
+    t = now()
+    headers = dead_letter_headers(record, "national_portal", Failure(InvalidMessage("bad"), 1, t, t))
+    assert headers[H_TOPIC] == "t" and headers[H_OFFSET] == "42"
+    assert headers[H_EXC_CLASS] == "InvalidMessage" and headers[H_EXC_MESSAGE] == "bad"
+    assert headers["trace"] == "abc" and headers["bin.b64"] == "/w=="
