@@ -130,7 +130,7 @@ async def start_gateway(
             adapter, client = _adapter_for(name, metrics, adapter_settings or {})
             await client.start()
             pipeline = Pipeline(
-                adapter, publisher=publisher, store=store, metrics=metrics,
+                adapter, publisher=publisher, committer=store.committer, metrics=metrics,
                 retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
             )
             consumer = KeyOrderedConsumer(

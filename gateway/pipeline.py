@@ -1,15 +1,15 @@
 """The per-message pipeline every adapter shares: decode, de-duplicate, order, deliver, retry, report.
 
 It is the only place that acts on failures; adapters only classify them (see gateway.errors). The
-pipeline never raises: every record ends synced, rejected, dropped as stale or duplicate, ignored, or
-dead-lettered — and only then does the consumer commit past it.
+pipeline never raises for bad data or partner failures: every record ends synced, rejected, dropped as
+stale or duplicate, ignored, or dead-lettered — and only then does the consumer commit past it. If the
+database or the broker fails, it raises, and the consumer retries the record (effects are idempotent).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import NAMESPACE_URL, uuid5
 
@@ -28,7 +28,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.records import InboundRecord
 from gateway.settings import RetrySettings
-from gateway.store import ExchangeEntry, Store
+from gateway.store import Advance, ExchangeEntry, GroupCommitter, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -55,12 +55,6 @@ def decode(raw: bytes, max_bytes: int) -> DossierEvent:
         raise InvalidMessage(f"undecodable message: {type(exc).__name__}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempts:
-    count: int
-    first_failure: datetime | None
-
-
 class Pipeline:
     """Runs one adapter over records of one input topic."""
 
@@ -69,7 +63,7 @@ class Pipeline:
         adapter: Adapter,
         *,
         publisher: Publisher,
-        store: Store,
+        committer: GroupCommitter,
         metrics: GatewayMetrics,
         retry: RetrySettings,
         results_topic: str,
@@ -77,13 +71,11 @@ class Pipeline:
     ) -> None:
         self.adapter = adapter
         self._publisher = publisher
-        self._states = store.sync_state
-        self._processed = store.processed
-        self._ledger = store.ledger
+        self._committer = committer
         self._metrics = metrics
         self._retry = retry
-        self._max_bytes = max_message_bytes
         self._results_topic = results_topic
+        self._max_bytes = max_message_bytes
         self._name = adapter.name
 
     async def __call__(self, record: InboundRecord) -> None:
@@ -92,55 +84,46 @@ class Pipeline:
             event = decode(record.value, self._max_bytes)
         except InvalidMessage as exc:
             now = datetime.now(UTC)
-            await self._dead_letter(record, Failure(exc, 1, now, now, stage="VALUE_CONVERTER"), "invalid")
+            await self._dead_letter(record, Failure(exc, 1, now, now, stage="VALUE_CONVERTER"))
             return
         if not self.adapter.wants(event):
-            self._done(event, "ignored")
+            self._count(event, "ignored")
             return
-        if await self._processed.is_processed(self._name, str(event.event_id)):
-            self._done(event, "duplicate")
+        known = await self._committer.known(self._name, str(event.event_id), event.dossier_code)
+        if known.processed:
+            self._count(event, "duplicate")
             return
-        if self.adapter.ordered_by_version:
-            state = await self._states.get(self._name, event.dossier_code)
-            if state is not None and event.dossier_version <= state.last_version:
-                await self._stale(record, event)
-                return
+        stale = known.last_version is not None and event.dossier_version <= known.last_version
+        if self.adapter.ordered_by_version and stale:
+            await self._stale(record, event)
+            return
         await self._deliver(record, event)
 
     async def _deliver(self, record: InboundRecord, event: DossierEvent) -> None:
         started = datetime.now(UTC)
-        first: list[datetime] = []
+        first_failure: list[datetime] = []
 
-        def before_sleep(state: RetryCallState) -> None:
+        def before_sleep(_state: RetryCallState) -> None:
             self._metrics.retries.labels(self._name, "inprocess").inc()
+            if not first_failure:
+                first_failure.append(datetime.now(UTC))
 
-        def on_failure(state: RetryCallState) -> None:
-            if not first:
-                first.append(datetime.now(UTC))
-
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(RetryableError),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._retry.attempts),
-                wait=self._wait,
-                retry=retry_if_exception_type(RetryableError),
-                before_sleep=before_sleep,
-                after=on_failure,
-                reraise=True,
-            ):
+            async for attempt in retrying:
                 with attempt:
                     delivered = await self.adapter.deliver(event)
         except GatewayError as exc:
-            attempts = attempt.retry_state.attempt_number
-            now = datetime.now(UTC)
-            failure = Failure(exc, attempts, first[0] if first else now, now)
-            outcome = "rejected" if isinstance(exc, PermanentError) else "dead_lettered"
-            await self._record(event, record, outcome, started, attempts, detail=f"{type(exc).__name__}: {exc.reason}")
-            if isinstance(exc, PermanentError):
-                await self._report(event, SyncOutcome.REJECTED, attempts, reason=exc.reason)
-            # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
-            await self._dead_letter(record, failure, "rejected" if isinstance(exc, PermanentError) else "exhausted")
+            await self._failed(record, event, exc, retrying.statistics.get("attempt_number", 1), started,
+                               first_failure[0] if first_failure else None)
             return
-        await self._succeeded(record, event, delivered, attempt.retry_state.attempt_number, started)
+        await self._succeeded(record, event, delivered, retrying.statistics.get("attempt_number", 1), started)
 
     def _wait(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter, stretched to honour a partner's Retry-After."""
@@ -155,38 +138,73 @@ class Pipeline:
         self, record: InboundRecord, event: DossierEvent, delivered: Delivered, attempts: int, started: datetime
     ) -> None:
         finished = datetime.now(UTC)
-        for exchange in delivered.exchanges:
-            await self._append(ExchangeEntry(
-                adapter=self._name, operation=exchange.operation, dossier_code=event.dossier_code,
-                event_id=str(event.event_id), idempotency_key=exchange.idempotency_key,
-                request_hash=exchange.request_hash, response_hash=exchange.response_hash,
-                partner_reference=exchange.partner_reference, outcome="ok", attempts=attempts,
-                started_at=started, finished_at=finished,
-            ))
-        if self.adapter.ordered_by_version:
-            advanced = await self._states.advance(
-                self._name, event.dossier_code, event.dossier_version, delivered.partner_status,
-                delivered.partner_answer,
+        entries = tuple(
+            ExchangeEntry(
+                adapter=self._name, operation=x.operation, dossier_code=event.dossier_code,
+                event_id=str(event.event_id), idempotency_key=x.idempotency_key, request_hash=x.request_hash,
+                response_hash=x.response_hash, partner_reference=x.partner_reference, outcome="ok",
+                attempts=attempts, started_at=started, finished_at=finished,
             )
-            if not advanced:  # another process synced a newer version meanwhile (a rebalance overlap)
-                await self._stale(record, event)
-                return
-        await self._processed.mark_processed(self._name, str(event.event_id), "synced")
-        delay_s = max(0.0, time.time() - record.timestamp_ms / 1000)
-        self._metrics.sync_delay.labels(self._name).observe(delay_s)
+            for x in delivered.exchanges
+        )
+        advance = (
+            Advance(event.dossier_code, event.dossier_version, delivered.partner_status, delivered.partner_answer)
+            if self.adapter.ordered_by_version
+            else None
+        )
+        won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
+        if not won:  # another process synced a newer version meanwhile (a rebalance overlap)
+            await self._stale(record, event, record_it=False)
+            return
+        self._metrics.sync_delay.labels(self._name).observe(max(0.0, time.time() - record.timestamp_ms / 1000))
         await self._report(
             event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
             partner_answer=delivered.partner_answer,
         )
-        self._done(event, "synced")
+        self._count(event, "synced")
 
-    async def _stale(self, record: InboundRecord, event: DossierEvent) -> None:
-        self._metrics.stale_dropped.labels(self._name).inc()
+    async def _failed(
+        self, record: InboundRecord, event: DossierEvent, exc: GatewayError, attempts: int, started: datetime,
+        first_failure: datetime | None,
+    ) -> None:
+        permanent = isinstance(exc, PermanentError)
         now = datetime.now(UTC)
-        await self._record(event, record, "stale_dropped", now, 0, detail=f"version {event.dossier_version}")
+        entry = self._entry(event, record, "rejected" if permanent else "dead_lettered", started, attempts,
+                            f"{type(exc).__name__}: {exc.reason}")
+        # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
+        await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
+        if permanent:
+            await self._report(event, SyncOutcome.REJECTED, attempts, reason=exc.reason)
+        await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now))
+        self._count(event, "rejected" if permanent else "dead_lettered")
+
+    async def _stale(self, record: InboundRecord, event: DossierEvent, *, record_it: bool = True) -> None:
+        self._metrics.stale_dropped.labels(self._name).inc()
         log.info("stale_snapshot_dropped", adapter=self._name, record=record.coordinates, version=event.dossier_version)
+        if record_it:
+            detail = f"version {event.dossier_version}"
+            entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, detail)
+            await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,),
+                                          processed_outcome="stale_dropped"))
         await self._report(event, SyncOutcome.STALE_DROPPED, 1, reason="a newer version was already synced")
-        self._done(event, "stale_dropped")
+        self._count(event, "stale_dropped")
+
+    def _entry(
+        self, event: DossierEvent, record: InboundRecord, outcome: str, started: datetime, attempts: int, detail: str
+    ) -> ExchangeEntry:
+        """A ledger line for an event that produced no partner effect (failure or stale drop)."""
+        return ExchangeEntry(
+            adapter=self._name, operation=event.event_type, dossier_code=event.dossier_code,
+            event_id=str(event.event_id), idempotency_key=f"{self._name}:{event.event_type}:{event.event_id}",
+            request_hash=digest(record.value), outcome=outcome, attempts=max(1, attempts),
+            started_at=started, finished_at=datetime.now(UTC), detail=scrub_text(detail)[:500],
+        )
+
+    async def _settle(self, settlement: Settlement) -> bool:
+        started = time.perf_counter()
+        won = await self._committer.settle(settlement)
+        self._metrics.ledger_write.observe(time.perf_counter() - started)
+        return won
 
     async def _report(
         self,
@@ -219,34 +237,17 @@ class Pipeline:
             self._results_topic, result.model_dump_json().encode(), key=event.dossier_code.encode()
         )
 
-    async def _dead_letter(self, record: InboundRecord, failure: Failure, outcome: str) -> None:
+    async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)
         await self._publisher.publish(
             topic, record.value, key=record.key, headers=dead_letter_headers(record, self._name, failure)
         )
         error_class = type(failure.error).__name__
         self._metrics.dead_letters.labels(self._name, error_class).inc()
-        self._metrics.events_processed.labels(self._name, "unknown", "dead_lettered").inc()
         log.warning(
             "dead_lettered", adapter=self._name, record=record.coordinates, error_class=error_class,
-            reason=failure.error.reason, attempts=failure.attempts, outcome=outcome,
+            reason=failure.error.reason, attempts=failure.attempts,
         )
 
-    async def _record(
-        self, event: DossierEvent, record: InboundRecord, outcome: str, started: datetime, attempts: int, detail: str
-    ) -> None:
-        """A ledger line for an event that did not produce a partner effect (failure or stale drop)."""
-        await self._append(ExchangeEntry(
-            adapter=self._name, operation=event.event_type, dossier_code=event.dossier_code,
-            event_id=str(event.event_id), idempotency_key=f"{self._name}:{event.event_type}:{event.event_id}",
-            request_hash=digest(record.value), outcome=outcome, attempts=max(1, attempts),
-            started_at=started, finished_at=datetime.now(UTC), detail=scrub_text(detail)[:500],
-        ))
-
-    async def _append(self, entry: ExchangeEntry) -> None:
-        started = time.perf_counter()
-        await self._ledger.append(entry)
-        self._metrics.ledger_write.observe(time.perf_counter() - started)
-
-    def _done(self, event: DossierEvent, outcome: str) -> None:
+    def _count(self, event: DossierEvent, outcome: str) -> None:
         self._metrics.events_processed.labels(self._name, event.event_type, outcome).inc()

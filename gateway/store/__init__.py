@@ -13,18 +13,23 @@ from gateway.store.ledger import (
     sha256_hex,
 )
 from gateway.store.processed import ProcessedEvent, ProcessedEvents
+from gateway.store.settle import Advance, GroupCommitter, Known, Settlement
 from gateway.store.store import Store, open_store
 from gateway.store.sync_state import SyncState, SyncStateStore
 
 __all__ = [
     "GENESIS_HASH",
+    "Advance",
     "ChainHead",
     "ExchangeEntry",
+    "GroupCommitter",
+    "Known",
     "Ledger",
     "LedgerRecord",
     "Outcome",
     "ProcessedEvent",
     "ProcessedEvents",
+    "Settlement",
     "Store",
     "SyncState",
     "SyncStateStore",

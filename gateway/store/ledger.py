@@ -8,13 +8,14 @@ import json
 import re
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, RowMapping, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.store.database import writer
 from gateway.store.schema import (
@@ -184,6 +185,40 @@ def _span(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seq {first}..{last}"
 
 
+async def append_in(conn: AsyncConnection, entries: Sequence[ExchangeEntry]) -> list[LedgerRecord]:
+    """Seal `entries` as the next records of the chain inside the caller's write transaction.
+
+    The chain head row is the serialisation point: SELECT ... FOR UPDATE on PostgreSQL (other processes
+    block on it until the caller commits), BEGIN IMMEDIATE on SQLite (the database write lock). Callers in
+    one process also hold `append_lock(engine)` so that coroutines queue here rather than in the database.
+    """
+    if not entries:
+        return []
+    head = (
+        await conn.execute(
+            select(ledger_head.c.last_seq, ledger_head.c.last_hash).where(ledger_head.c.id == 1).with_for_update()
+        )
+    ).one()
+    seq, prev = head.last_seq, head.last_hash
+    records: list[LedgerRecord] = []
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        seq += 1
+        values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+        record_hash = compute_record_hash(seq, entry, prev)
+        records.append(LedgerRecord(**values, seq=seq, prev_hash=prev, record_hash=record_hash))
+        rows.append({**values, "seq": seq, "prev_hash": prev, "record_hash": record_hash})
+        prev = record_hash
+    await conn.execute(insert(ledger_entries), rows)
+    await conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(last_seq=seq, last_hash=prev))
+    return records
+
+
+def append_lock(engine: AsyncEngine) -> asyncio.Lock:
+    """The in-process lock every ledger writer of this engine shares."""
+    return _append_locks.setdefault(engine.sync_engine, asyncio.Lock())
+
+
 # One asyncio.Lock per engine: the database lock alone would serialise appends, but queueing here keeps
 # coroutines from each holding a pooled connection while they wait (and SQLite from busy-polling).
 _append_locks: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -195,7 +230,7 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = writer(engine)
-        self._lock = _append_locks.setdefault(engine.sync_engine, asyncio.Lock())
+        self._lock = append_lock(engine)
 
     async def append(self, entry: ExchangeEntry) -> LedgerRecord:
         """Seal ``entry`` as the next record of the chain and return it.
@@ -204,23 +239,7 @@ class Ledger:
         processes block on it until we commit), BEGIN IMMEDIATE on SQLite (the database write lock).
         """
         async with self._lock, self._writer.begin() as conn:
-            head = (
-                await conn.execute(
-                    select(ledger_head.c.last_seq, ledger_head.c.last_hash)
-                    .where(ledger_head.c.id == 1)
-                    .with_for_update()
-                )
-            ).one()
-            seq = head.last_seq + 1
-            values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
-            record_hash = compute_record_hash(seq, entry, head.last_hash)
-            record = LedgerRecord(**values, seq=seq, prev_hash=head.last_hash, record_hash=record_hash)
-            await conn.execute(
-                insert(ledger_entries).values(**values, seq=seq, prev_hash=head.last_hash, record_hash=record_hash)
-            )
-            await conn.execute(
-                update(ledger_head).where(ledger_head.c.id == 1).values(last_seq=seq, last_hash=record_hash)
-            )
+            (record,) = await append_in(conn, (entry,))
         return record
 
     async def for_dossier(self, dossier_code: str) -> list[LedgerRecord]:

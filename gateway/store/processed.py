@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.store._dialect import upsert
 from gateway.store.database import writer
@@ -32,20 +32,8 @@ class ProcessedEvents:
 
     async def mark_processed(self, adapter: str, event_id: str, outcome: str) -> bool:
         """Record the event; False if it was already recorded (by this or another process)."""
-        if not adapter or len(adapter) > ADAPTER_LEN:
-            raise ValueError(f"adapter must be 1..{ADAPTER_LEN} characters")
-        if not event_id or len(event_id) > EVENT_ID_LEN:
-            raise ValueError(f"event_id must be 1..{EVENT_ID_LEN} characters")
-        if not outcome or len(outcome) > OUTCOME_LEN:
-            raise ValueError(f"outcome must be 1..{OUTCOME_LEN} characters")
         async with self._writer.begin() as conn:
-            statement = (
-                upsert(conn.dialect.name, processed_events)
-                .values(adapter=adapter, event_id=event_id, processed_at=datetime.now(UTC), outcome=outcome)
-                .on_conflict_do_nothing(index_elements=["adapter", "event_id"])
-                .returning(processed_events.c.event_id)
-            )
-            return (await conn.execute(statement)).first() is not None
+            return await mark_in(conn, adapter, event_id, outcome)
 
     async def is_processed(self, adapter: str, event_id: str) -> bool:
         return await self.get(adapter, event_id) is not None
@@ -57,3 +45,20 @@ class ProcessedEvents:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else ProcessedEvent(**row)
+
+
+async def mark_in(conn: AsyncConnection, adapter: str, event_id: str, outcome: str) -> bool:
+    """`ProcessedEvents.mark_processed` inside the caller's transaction."""
+    if not adapter or len(adapter) > ADAPTER_LEN:
+        raise ValueError(f"adapter must be 1..{ADAPTER_LEN} characters")
+    if not event_id or len(event_id) > EVENT_ID_LEN:
+        raise ValueError(f"event_id must be 1..{EVENT_ID_LEN} characters")
+    if not outcome or len(outcome) > OUTCOME_LEN:
+        raise ValueError(f"outcome must be 1..{OUTCOME_LEN} characters")
+    statement = (
+        upsert(conn.dialect.name, processed_events)
+        .values(adapter=adapter, event_id=event_id, processed_at=datetime.now(UTC), outcome=outcome)
+        .on_conflict_do_nothing(index_elements=["adapter", "event_id"])
+        .returning(processed_events.c.event_id)
+    )
+    return (await conn.execute(statement)).first() is not None

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.store.database import create_engine, migrate
 from gateway.store.ledger import Ledger
 from gateway.store.processed import ProcessedEvents
+from gateway.store.settle import GroupCommitter
 from gateway.store.sync_state import SyncStateStore
 
 
@@ -20,8 +21,10 @@ class Store:
     sync_state: SyncStateStore
     ledger: Ledger
     processed: ProcessedEvents
+    committer: GroupCommitter
 
     async def close(self) -> None:
+        await self.committer.close()
         await self.engine.dispose()
 
 
@@ -35,4 +38,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         sync_state=SyncStateStore(engine),
         ledger=Ledger(engine),
         processed=ProcessedEvents(engine),
+        committer=GroupCommitter(engine),
     )
