@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import structlog
@@ -21,6 +21,7 @@ from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.observe import ObservedClient
 from gateway.pipeline import Pipeline
+from gateway.retry_topics import build_tiers
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.publisher import BrokerPublisher
 from gateway.settings import GatewaySettings
@@ -41,6 +42,11 @@ class AdapterRuntime:
     client: Any
     pipeline: Pipeline
     consumer: KeyOrderedConsumer
+    retry_consumers: list[KeyOrderedConsumer]
+
+    @property
+    def consumers(self) -> list[KeyOrderedConsumer]:
+        return [self.consumer, *self.retry_consumers]
 
 
 @dataclass
@@ -65,14 +71,12 @@ class Gateway:
             broker_ok = False
         self.metrics.broker_connected.set(1 if broker_ok else 0)
         checks = {"broker": bool(broker_ok)}
-        checks.update({f"consumer:{rt.adapter.name}": rt.consumer.running for rt in self.runtimes})
+        checks.update({f"consumer:{c.group_id}": c.running for rt in self.runtimes for c in rt.consumers})
         return checks
 
     async def stop(self) -> None:
         """Drain consumers, then close clients, the broker, the database and the endpoint."""
-        for rt in self.runtimes:
-            with contextlib.suppress(Exception):
-                await rt.consumer.stop()
+        await asyncio.gather(*(c.stop() for rt in self.runtimes for c in rt.consumers), return_exceptions=True)
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
                 await rt.client.close()
@@ -116,8 +120,11 @@ async def start_gateway(
         await broker.connect()
         names = settings.topics
         topics = {names.input: settings.kafka.input_partitions, names.results: settings.kafka.input_partitions}
+        ladders = {name: build_tiers(names.input, name, settings.retry.tiers_s) for name in settings.adapters}
         for name in settings.adapters:
             topics[dead_letter_topic(names.input, name)] = 1
+            for tier in ladders[name]:
+                topics[tier.topic] = settings.kafka.input_partitions
         await ensure_topics(bootstrap, topics, settings.kafka.replication_factor)
         publisher = BrokerPublisher(broker)
         options = ConsumerOptions(
@@ -130,7 +137,8 @@ async def start_gateway(
             adapter, client = _adapter_for(name, metrics, adapter_settings or {})
             await client.start()
             pipeline = Pipeline(
-                adapter, publisher=publisher, committer=store.committer, metrics=metrics,
+                adapter, publisher=publisher, committer=store.committer, parking=store.parking,
+                tiers=ladders[name], metrics=metrics,
                 retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
             )
             consumer = KeyOrderedConsumer(
@@ -142,8 +150,19 @@ async def start_gateway(
                 on_in_flight=metrics.in_flight.labels(name).set,
                 on_paused=metrics.paused_partitions.labels(name).set,
             )
-            gw.runtimes.append(AdapterRuntime(adapter, client, pipeline, consumer))
-        await asyncio.gather(*(rt.consumer.start() for rt in gw.runtimes))
+            tier_consumers = [
+                KeyOrderedConsumer(
+                    bootstrap_servers=bootstrap,
+                    group_id=f"{settings.kafka.group_prefix}.{name}.retry-{tier.label}",
+                    topics=(tier.topic,),
+                    handler=pipeline.tier_handler(tier),
+                    # Copies asleep until due are simply redelivered after a restart: no need to wait.
+                    options=replace(options, drain_timeout_s=min(options.drain_timeout_s, 2.0)),
+                )
+                for tier in ladders[name]
+            ]
+            gw.runtimes.append(AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers))
+        await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()

@@ -8,8 +8,10 @@ database or the broker fails, it raises, and the consumer retries the record (ef
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import NAMESPACE_URL, uuid5
 
@@ -25,10 +27,11 @@ from gateway.dead_letters import Failure, dead_letter_headers
 from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
 from gateway.logging import scrub_text
 from gateway.metrics import GatewayMetrics
+from gateway.retry_topics import RetryTier, due_in_s, retry_headers, retry_state
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.records import InboundRecord
 from gateway.settings import RetrySettings
-from gateway.store import Advance, ExchangeEntry, GroupCommitter, Settlement
+from gateway.store import Advance, ExchangeEntry, GroupCommitter, ParkingLot, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +67,8 @@ class Pipeline:
         *,
         publisher: Publisher,
         committer: GroupCommitter,
+        parking: ParkingLot,
+        tiers: tuple[RetryTier, ...],
         metrics: GatewayMetrics,
         retry: RetrySettings,
         results_topic: str,
@@ -72,6 +77,8 @@ class Pipeline:
         self.adapter = adapter
         self._publisher = publisher
         self._committer = committer
+        self._parking = parking
+        self._tiers = tiers
         self._metrics = metrics
         self._retry = retry
         self._results_topic = results_topic
@@ -97,16 +104,69 @@ class Pipeline:
         if self.adapter.ordered_by_version and stale:
             await self._stale(record, event)
             return
+        if known.parked and self._tiers:
+            parked = await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=None)
+            if parked is not None:  # an earlier message of this dossier waits: queue behind it
+                await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
+                return
         await self._deliver(record, event)
 
-    async def _deliver(self, record: InboundRecord, event: DossierEvent) -> None:
+    def tier_handler(self, tier: RetryTier) -> Callable[[InboundRecord], Awaitable[None]]:
+        """The handler of one retry tier's consumer: wait until due, keep the dossier's line, deliver."""
+
+        async def handle(copy: InboundRecord) -> None:
+            state = retry_state(copy)
+            origin = state.origin
+            wait = due_in_s(copy)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                event = decode(copy.value, self._max_bytes)
+            except InvalidMessage as exc:  # cannot happen for copies we wrote; never lose it anyway
+                now = datetime.now(UTC)
+                await self._dead_letter(origin, Failure(exc, state.attempts, now, now, stage="VALUE_CONVERTER"))
+                return
+            event_id = str(event.event_id)
+            parked = await self._parking.get(self._name, event_id)
+            if parked is None or parked.tier != tier.index:  # delivered already, or a newer copy waits elsewhere
+                self._count(event, "obsolete_copy")
+                return
+            head = await self._parking.head(self._name, event.dossier_code)
+            if head is not None and head.event_id != event_id:  # stay behind the front of the line
+                await self._parking.move(self._name, event_id, head.tier)
+                await self._publish_copy(origin, event, self._tiers[head.tier], state.attempts, state.first_failure)
+                return
+            known = await self._committer.known(self._name, event_id, event.dossier_code)
+            stale = known.last_version is not None and event.dossier_version <= known.last_version
+            if known.processed or (self.adapter.ordered_by_version and stale):
+                await self._parking.release(self._name, event_id)
+                if known.processed:
+                    self._count(event, "duplicate")
+                else:
+                    await self._stale(origin, event)
+                return
+            first = datetime.fromisoformat(state.first_failure) if state.first_failure else None
+            await self._deliver(origin, event, tier=tier.index, prior_attempts=state.attempts, first_failure=first)
+
+        return handle
+
+    async def _deliver(
+        self,
+        record: InboundRecord,
+        event: DossierEvent,
+        *,
+        tier: int | None = None,
+        prior_attempts: int = 0,
+        first_failure: datetime | None = None,
+    ) -> None:
+        """Call the partner with in-process retries; then settle, park in the next tier, or dead-letter."""
         started = datetime.now(UTC)
-        first_failure: list[datetime] = []
+        failures: list[datetime] = [first_failure] if first_failure else []
 
         def before_sleep(_state: RetryCallState) -> None:
             self._metrics.retries.labels(self._name, "inprocess").inc()
-            if not first_failure:
-                first_failure.append(datetime.now(UTC))
+            if not failures:
+                failures.append(datetime.now(UTC))
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.attempts),
@@ -120,10 +180,42 @@ class Pipeline:
                 with attempt:
                     delivered = await self.adapter.deliver(event)
         except GatewayError as exc:
-            await self._failed(record, event, exc, retrying.statistics.get("attempt_number", 1), started,
-                               first_failure[0] if first_failure else None)
+            attempts = prior_attempts + retrying.statistics.get("attempt_number", 1)
+            first = failures[0] if failures else datetime.now(UTC)
+            next_tier = 0 if tier is None else tier + 1
+            if isinstance(exc, RetryableError) and next_tier < len(self._tiers):
+                if tier is None:
+                    await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=0)
+                else:
+                    await self._parking.move(self._name, str(event.event_id), next_tier)
+                detail = f"{type(exc).__name__}: {exc.reason}"
+                await self._to_tier(record, event, self._tiers[next_tier], attempts, first, "retry_scheduled", detail)
+                return
+            await self._failed(record, event, exc, attempts, started, first)
+            if tier is not None:
+                await self._parking.release(self._name, str(event.event_id))
             return
-        await self._succeeded(record, event, delivered, retrying.statistics.get("attempt_number", 1), started)
+        await self._succeeded(record, event, delivered, prior_attempts + retrying.statistics.get("attempt_number", 1),
+                              started)
+        if tier is not None:
+            await self._parking.release(self._name, str(event.event_id))
+
+    async def _to_tier(
+        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: datetime,
+        outcome: str, detail: str = "",
+    ) -> None:
+        """Park a copy in a retry tier (the parking row is already written) and note it in the ledger."""
+        entry = self._entry(event, origin, outcome, datetime.now(UTC), attempts, f"{tier.label} {detail}".strip())
+        await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
+        await self._publish_copy(origin, event, tier, attempts, first_failure.isoformat())
+        self._metrics.retries.labels(self._name, tier.label).inc()
+        self._count(event, outcome)
+
+    async def _publish_copy(
+        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: str | None
+    ) -> None:
+        headers = retry_headers(origin, tier, attempts, first_failure or datetime.now(UTC).isoformat())
+        await self._publisher.publish(tier.topic, origin.value, key=event.dossier_code.encode(), headers=headers)
 
     def _wait(self, state: RetryCallState) -> float:
         """Exponential backoff with full jitter, stretched to honour a partner's Retry-After."""

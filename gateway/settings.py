@@ -52,9 +52,13 @@ class ConcurrencySettings(BaseModel):
 class RetrySettings(BaseModel):
     """In-process retries before a message is parked or dead-lettered."""
 
-    attempts: int = Field(default=4, ge=1)
+    attempts: int = Field(default=4, ge=1, description="in-process attempts before a message is parked")
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
+    tiers_s: list[float] = Field(
+        default=[10.0, 60.0, 600.0],
+        description="delays of the retry topics, in order; after the last tier a message is dead-lettered",
+    )
 
 
 class HttpSettings(BaseModel):

@@ -12,6 +12,7 @@ from gateway.store.ledger import (
     compute_record_hash,
     sha256_hex,
 )
+from gateway.store.parking import Parked, ParkingLot
 from gateway.store.processed import ProcessedEvent, ProcessedEvents
 from gateway.store.settle import Advance, GroupCommitter, Known, Settlement
 from gateway.store.store import Store, open_store
@@ -27,6 +28,8 @@ __all__ = [
     "Ledger",
     "LedgerRecord",
     "Outcome",
+    "Parked",
+    "ParkingLot",
     "ProcessedEvent",
     "ProcessedEvents",
     "Settlement",

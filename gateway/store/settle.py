@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import writer
 from gateway.store.ledger import ExchangeEntry, append_in, append_lock
+from gateway.store.parking import parked_messages
 from gateway.store.processed import mark_in
 from gateway.store.schema import processed_events, sync_state
 from gateway.store.sync_state import advance_in
@@ -49,6 +50,7 @@ class Known:
 
     processed: bool
     last_version: int | None
+    parked: bool  # some earlier message of this dossier waits in a retry topic
 
 
 class GroupCommitter:
@@ -76,9 +78,15 @@ class GroupCommitter:
             .where(sync_state.c.adapter == adapter, sync_state.c.dossier_code == dossier_code)
             .scalar_subquery()
         )
+        parked = (
+            select(parked_messages.c.park_seq)
+            .where(parked_messages.c.adapter == adapter, parked_messages.c.dossier_code == dossier_code)
+            .limit(1)
+            .scalar_subquery()
+        )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(processed, version))).one()
-        return Known(processed=row[0] is not None, last_version=row[1])
+            row = (await conn.execute(select(processed, version, parked))).one()
+        return Known(processed=row[0] is not None, last_version=row[1], parked=row[2] is not None)
 
     async def settle(self, settlement: Settlement) -> bool:
         """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed."""

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import create_engine, migrate
 from gateway.store.ledger import Ledger
+from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
 from gateway.store.settle import GroupCommitter
 from gateway.store.sync_state import SyncStateStore
@@ -22,6 +23,7 @@ class Store:
     ledger: Ledger
     processed: ProcessedEvents
     committer: GroupCommitter
+    parking: ParkingLot
 
     async def close(self) -> None:
         await self.committer.close()
@@ -39,4 +41,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         ledger=Ledger(engine),
         processed=ProcessedEvents(engine),
         committer=GroupCommitter(engine),
+        parking=ParkingLot(engine),
     )

@@ -34,7 +34,13 @@ class Harness:
 
 @asynccontextmanager
 async def portal_gateway(
-    bootstrap: str, tmp_path: Path, *, database_url: str | None = None, retry_attempts: int = 3, **knobs: Any
+    bootstrap: str,
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    retry_attempts: int = 3,
+    tiers_s: tuple[float, ...] = (0.3, 0.6),
+    **knobs: Any,
 ) -> AsyncIterator[Harness]:
     """A gateway on private topics (a unique suffix per test) so tests sharing one broker never mix."""
     suffix = uuid.uuid4().hex[:8]
@@ -45,7 +51,9 @@ async def portal_gateway(
     settings = GatewaySettings(
         database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / f'gw-{suffix}.db'}",
         kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"test-{suffix}"),
-        retry=RetrySettings(attempts=retry_attempts, backoff_initial_s=0.01, backoff_max_s=0.05),
+        retry=RetrySettings(
+            attempts=retry_attempts, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=list(tiers_s)
+        ),
         http=HttpSettings(port=0),
         topics=TopicSettings(input=input_topic, results=results_topic),
     )

@@ -1,0 +1,120 @@
+"""Delayed retry tiers: topic names, the headers a parked copy carries, and how to read them back.
+
+A message that keeps failing with a retryable error leaves the input partition (so other dossiers go on)
+and waits in `<topic>.<adapter>-retry-<delay>`; a consumer per tier delivers it once its due time has
+come. Headers keep where it came from, so a later dead letter still names the original topic/offset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from contracts.topics import retry_topic
+from gateway.runtime.records import InboundRecord
+
+PREFIX = "gateway.retry."
+H_TIER = PREFIX + "tier"
+H_DUE_MS = PREFIX + "due.ms"
+H_ATTEMPTS = PREFIX + "attempts"
+H_FIRST_FAILURE = PREFIX + "first.failure"
+H_ORIGIN_TOPIC = PREFIX + "origin.topic"
+H_ORIGIN_PARTITION = PREFIX + "origin.partition"
+H_ORIGIN_OFFSET = PREFIX + "origin.offset"
+H_ORIGIN_TIMESTAMP = PREFIX + "origin.timestamp.ms"
+
+
+def delay_label(seconds: float) -> str:
+    """10 → "10s", 60 → "1m", 600 → "10m", 3600 → "1h" (the topic-name suffix)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{int(seconds * 1000)}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTier:
+    """One delay step of the retry ladder."""
+
+    index: int
+    delay_s: float
+    label: str
+    topic: str
+
+
+def build_tiers(input_topic: str, adapter: str, delays_s: list[float]) -> tuple[RetryTier, ...]:
+    """The retry ladder of one adapter reading one input topic."""
+    return tuple(
+        RetryTier(i, d, delay_label(d), retry_topic(input_topic, adapter, delay_label(d)))
+        for i, d in enumerate(delays_s)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryState:
+    """What a parked copy says about its history."""
+
+    tier: int
+    attempts: int
+    first_failure: str | None
+    origin: InboundRecord
+
+
+def _text(record: InboundRecord, name: str) -> str | None:
+    raw = record.header(name)
+    return raw.decode("utf-8", "replace") if raw is not None else None
+
+
+def is_retry_copy(record: InboundRecord) -> bool:
+    return record.header(H_TIER) is not None
+
+
+def retry_state(record: InboundRecord) -> RetryState:
+    """Read a parked copy's headers; the origin is the input record as first consumed."""
+    origin = InboundRecord(
+        topic=_text(record, H_ORIGIN_TOPIC) or record.topic,
+        partition=int(_text(record, H_ORIGIN_PARTITION) or record.partition),
+        offset=int(_text(record, H_ORIGIN_OFFSET) or record.offset),
+        key=record.key,
+        value=record.value,
+        timestamp_ms=int(_text(record, H_ORIGIN_TIMESTAMP) or record.timestamp_ms),
+        headers=tuple((k, v) for k, v in record.headers if not k.startswith(PREFIX)),
+    )
+    return RetryState(
+        tier=int(_text(record, H_TIER) or 0),
+        attempts=int(_text(record, H_ATTEMPTS) or 0),
+        first_failure=_text(record, H_FIRST_FAILURE),
+        origin=origin,
+    )
+
+
+def due_in_s(record: InboundRecord) -> float:
+    """Seconds until a parked copy may be tried (0 when due)."""
+    due = _text(record, H_DUE_MS)
+    return max(0.0, (int(due) / 1000 - time.time())) if due else 0.0
+
+
+def retry_headers(origin: InboundRecord, tier: RetryTier, attempts: int, first_failure: str) -> dict[str, str]:
+    """Headers of the copy parked in `tier`: the origin's own headers plus the retry context."""
+    headers: dict[str, str] = {}
+    for name, value in origin.headers:
+        try:
+            headers[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary headers of the origin are not needed to deliver it
+    headers.update(
+        {
+            H_TIER: str(tier.index),
+            H_DUE_MS: str(int((time.time() + tier.delay_s) * 1000)),
+            H_ATTEMPTS: str(attempts),
+            H_FIRST_FAILURE: first_failure,
+            H_ORIGIN_TOPIC: origin.topic,
+            H_ORIGIN_PARTITION: str(origin.partition),
+            H_ORIGIN_OFFSET: str(origin.offset),
+            H_ORIGIN_TIMESTAMP: str(origin.timestamp_ms),
+        }
+    )
+    return headers
