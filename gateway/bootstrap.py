@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -16,6 +16,7 @@ from adapters.national_portal.handlers import PortalApi, PortalHandlers
 from adapters.national_portal.settings import PortalSettings
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
+from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.http_server import OperatorServer
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
@@ -43,6 +44,7 @@ class AdapterRuntime:
     pipeline: Pipeline
     consumer: KeyOrderedConsumer
     retry_consumers: list[KeyOrderedConsumer]
+    breaker: CircuitBreaker
 
     @property
     def consumers(self) -> list[KeyOrderedConsumer]:
@@ -98,6 +100,23 @@ def _adapter_for(name: str, metrics: GatewayMetrics, adapter_settings: Mapping[s
     raise ConfigurationError(f"unknown adapter {name!r}; available: national_portal")
 
 
+def _pause_on_open(runtime: AdapterRuntime, metrics: GatewayMetrics) -> Callable[[CircuitState, CircuitState], None]:
+    """While a partner's circuit is open its consumers fetch nothing: lag grows, nothing is lost."""
+    partner = runtime.adapter.name
+
+    def on_change(old: CircuitState, new: CircuitState) -> None:
+        metrics.circuit_state.labels(partner).set(int(new))
+        metrics.circuit_transitions.labels(partner, new.name.lower()).inc()
+        log.warning("circuit_transition", partner=partner, old=old.name, new=new.name)
+        for consumer in runtime.consumers:
+            if new is CircuitState.OPEN:
+                consumer.pause("circuit")
+            else:  # half-open lets messages queue at the gate behind the probes
+                consumer.resume("circuit")
+
+    return on_change
+
+
 async def start_gateway(
     settings: GatewaySettings, *, serve_http: bool = True, adapter_settings: Mapping[str, Any] | None = None
 ) -> Gateway:
@@ -135,10 +154,17 @@ async def start_gateway(
         )
         for name in settings.adapters:
             adapter, client = _adapter_for(name, metrics, adapter_settings or {})
+            breaker = CircuitBreaker(
+                name,
+                failure_threshold=settings.circuit.failure_threshold,
+                open_s=settings.circuit.open_s,
+                max_open_s=settings.circuit.max_open_s,
+                probe_limit=settings.circuit.probe_limit,
+            )
             await client.start()
             pipeline = Pipeline(
                 adapter, publisher=publisher, committer=store.committer, parking=store.parking,
-                tiers=ladders[name], metrics=metrics,
+                tiers=ladders[name], breaker=breaker, metrics=metrics,
                 retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
             )
             consumer = KeyOrderedConsumer(
@@ -161,7 +187,9 @@ async def start_gateway(
                 )
                 for tier in ladders[name]
             ]
-            gw.runtimes.append(AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers))
+            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker)
+            breaker.subscribe(_pause_on_open(runtime, metrics))
+            gw.runtimes.append(runtime)
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)

@@ -56,6 +56,15 @@ class GatewayMetrics:
             "gateway_paused_partitions", "Partitions paused by back-pressure or an open circuit", ["adapter"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            "gateway_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["partner"], registry=r
+        )
+        self.circuit_transitions = Counter(
+            "gateway_circuit_transitions_total", "Circuit breaker transitions", ["partner", "to_state"], registry=r
+        )
+        self.parked = Gauge(
+            "gateway_parked_messages", "Messages waiting in retry topics (sampled)", ["adapter"], registry=r
+        )
         self.broker_connected = Gauge("gateway_broker_connected", "1 when the broker answers", registry=r)
 
     def total(self, sample_name: str) -> float:

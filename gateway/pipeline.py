@@ -23,6 +23,7 @@ from contracts.events import DossierEvent, parse_dossier_event
 from contracts.results import SyncOutcome, SyncResult
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter, Delivered, digest
+from gateway.circuit import CircuitBreaker
 from gateway.dead_letters import Failure, dead_letter_headers
 from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
 from gateway.logging import scrub_text
@@ -69,6 +70,7 @@ class Pipeline:
         committer: GroupCommitter,
         parking: ParkingLot,
         tiers: tuple[RetryTier, ...],
+        breaker: CircuitBreaker,
         metrics: GatewayMetrics,
         retry: RetrySettings,
         results_topic: str,
@@ -79,6 +81,7 @@ class Pipeline:
         self._committer = committer
         self._parking = parking
         self._tiers = tiers
+        self._breaker = breaker
         self._metrics = metrics
         self._retry = retry
         self._results_topic = results_topic
@@ -178,7 +181,9 @@ class Pipeline:
         try:
             async for attempt in retrying:
                 with attempt:
-                    delivered = await self.adapter.deliver(event)
+                    # Waiting at an open circuit is not an attempt: an outage never exhausts retries.
+                    async with self._breaker.guard():
+                        delivered = await self.adapter.deliver(event)
         except GatewayError as exc:
             attempts = prior_attempts + retrying.statistics.get("attempt_number", 1)
             first = failures[0] if failures else datetime.now(UTC)

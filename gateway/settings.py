@@ -61,6 +61,15 @@ class RetrySettings(BaseModel):
     )
 
 
+class CircuitSettings(BaseModel):
+    """Per-partner circuit breaker."""
+
+    failure_threshold: int = Field(default=5, ge=1, description="consecutive retryable failures that open it")
+    open_s: float = Field(default=5.0, gt=0, description="wait before the first probe; doubles per failed probe")
+    max_open_s: float = Field(default=60.0, gt=0)
+    probe_limit: int = Field(default=1, ge=1, description="calls allowed at once while half-open")
+
+
 class HttpSettings(BaseModel):
     """The operator endpoint serving /metrics and /health."""
 
@@ -80,6 +89,7 @@ class GatewaySettings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     concurrency: ConcurrencySettings = ConcurrencySettings()
     retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
     http: HttpSettings = HttpSettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 

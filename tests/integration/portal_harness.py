@@ -17,7 +17,14 @@ from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
 from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import GatewaySettings, HttpSettings, KafkaSettings, RetrySettings, TopicSettings
+from gateway.settings import (
+    CircuitSettings,
+    GatewaySettings,
+    HttpSettings,
+    KafkaSettings,
+    RetrySettings,
+    TopicSettings,
+)
 
 
 @dataclass
@@ -40,6 +47,7 @@ async def portal_gateway(
     database_url: str | None = None,
     retry_attempts: int = 3,
     tiers_s: tuple[float, ...] = (0.3, 0.6),
+    circuit: CircuitSettings | None = None,
     **knobs: Any,
 ) -> AsyncIterator[Harness]:
     """A gateway on private topics (a unique suffix per test) so tests sharing one broker never mix."""
@@ -56,6 +64,8 @@ async def portal_gateway(
         ),
         http=HttpSettings(port=0),
         topics=TopicSettings(input=input_topic, results=results_topic),
+        # Tests of other machinery keep the breaker out of the way unless they pass one.
+        circuit=circuit or CircuitSettings(failure_threshold=1_000_000),
     )
     portal = PortalSettings(base_url=base, username="gateway", password="secret", dstcode="H34", madonvi="H55")
     try:

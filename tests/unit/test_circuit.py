@@ -1,0 +1,131 @@
+"""Circuit breaker transitions, probe limits and waiting instead of failing (no I/O, a fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.circuit import CircuitBreaker, CircuitState
+from gateway.errors import PartnerRejected, PartnerUnavailable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def fail(cb: CircuitBreaker) -> None:
+    with pytest.raises(PartnerUnavailable):
+        async with cb.guard():
+            raise PartnerUnavailable("down")
+
+
+async def succeed(cb: CircuitBreaker) -> None:
+    async with cb.guard():
+        pass
+
+
+async def test_opens_after_threshold_and_recovers_through_a_probe() -> None:
+    clock = Clock()
+    seen: list[tuple[CircuitState, CircuitState]] = []
+    cb = CircuitBreaker("p", failure_threshold=3, open_s=10, clock=clock)
+    cb.subscribe(lambda old, new: seen.append((old, new)))
+    for _ in range(2):
+        await fail(cb)
+    assert cb.state is CircuitState.CLOSED
+    await fail(cb)
+    assert cb.state is CircuitState.OPEN
+    clock.now = 10.0
+    await succeed(cb)  # first caller after open_s becomes the probe
+    assert cb.state is CircuitState.CLOSED
+    assert seen == [
+        (CircuitState.CLOSED, CircuitState.OPEN),
+        (CircuitState.OPEN, CircuitState.HALF_OPEN),
+        (CircuitState.HALF_OPEN, CircuitState.CLOSED),
+    ]
+    assert cb.probes == 1
+
+
+async def test_a_success_resets_the_failure_count() -> None:
+    cb = CircuitBreaker("p", failure_threshold=2, clock=Clock())
+    await fail(cb)
+    await succeed(cb)
+    await fail(cb)
+    assert cb.state is CircuitState.CLOSED
+
+
+async def test_permanent_errors_mean_the_partner_is_up() -> None:
+    cb = CircuitBreaker("p", failure_threshold=1, clock=Clock())
+    with pytest.raises(PartnerRejected):
+        async with cb.guard():
+            raise PartnerRejected("no")
+    assert cb.state is CircuitState.CLOSED
+
+
+async def test_failed_probe_reopens_with_a_longer_wait() -> None:
+    clock = Clock()
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=5, max_open_s=8, clock=clock)
+    await fail(cb)
+    clock.now = 5.0
+    await fail(cb)  # the probe fails
+    assert cb.state is CircuitState.OPEN
+    clock.now = 9.9  # 5 + 5 would be due, but the wait doubled (capped at 8): not yet
+    waiter = asyncio.create_task(succeed(cb))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    clock.now = 13.0
+    cb._notify()  # wake the waiter as a timer would
+    await asyncio.wait_for(waiter, 1)
+    assert cb.state is CircuitState.CLOSED
+
+
+async def test_callers_wait_while_open_and_only_probe_limit_probe_at_once() -> None:
+    clock = Clock()
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=1, probe_limit=2, clock=clock)
+    await fail(cb)
+    release = asyncio.Event()
+    active = 0
+    peak = 0
+
+    async def call() -> None:
+        nonlocal active, peak
+        async with cb.guard():
+            active += 1
+            peak = max(peak, active)
+            await release.wait()
+            active -= 1
+
+    tasks = [asyncio.create_task(call()) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    assert active == 0  # open: everyone waits, nobody fails
+    clock.now = 1.0
+    cb._notify()
+    await asyncio.sleep(0.01)
+    assert cb.state is CircuitState.HALF_OPEN
+    assert active == 2  # only the probes went through
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert cb.state is CircuitState.CLOSED
+    assert peak <= 10 and cb.max_probes_in_flight == 2
+
+
+async def test_cancelled_probe_frees_its_slot() -> None:
+    clock = Clock()
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=0, probe_limit=1, clock=clock)
+    await fail(cb)
+
+    async def hang() -> None:
+        async with cb.guard():
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(hang())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(succeed(cb), 1)
+    assert cb.state is CircuitState.CLOSED
