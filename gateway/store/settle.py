@@ -1,26 +1,29 @@
-"""Group commit: many messages' outcomes (state advance, ledger lines, processed mark) in one transaction.
+"""Batched state access for the hot path: lookups and outcomes of many messages share one round trip.
 
-Each message otherwise costs several write transactions, each with its own fsync and its own turn at the
-ledger's chain lock; with hundreds of messages in flight that serialises the whole gateway behind the
-disk. One writer task takes whatever is queued, writes it all in one transaction and wakes the waiters:
-the cost of a commit is shared by every message in the batch, and the chain stays strictly ordered.
+Each message needs to know what is already recorded (processed? last synced version? parked?) and, once
+finished, to persist its outcome (state advance, ledger lines, processed mark). Done one by one, that is
+several statements, transactions and fsyncs per message, and the ledger's chain lock serialises them all.
+Here one reader task answers every queued lookup with three IN queries, and one writer task persists every
+queued outcome in one transaction: the cost is shared by the whole batch and the chain stays ordered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.store._dialect import upsert
 from gateway.store.database import writer
 from gateway.store.ledger import ExchangeEntry, append_in, append_lock
 from gateway.store.parking import parked_messages
-from gateway.store.processed import mark_in
-from gateway.store.schema import processed_events, sync_state
-from gateway.store.sync_state import advance_in
+from gateway.store.schema import PARTNER_ANSWER_LEN, processed_events, sync_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,51 +56,35 @@ class Known:
     parked: bool  # some earlier message of this dossier waits in a retry topic
 
 
-class GroupCommitter:
-    """Serialises settlements through one writer task; `settle` returns whether the advance won."""
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    adapter: str
+    event_id: str
+    dossier_code: str
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
-        self._engine = engine
-        self._writer = writer(engine)
-        self._lock = append_lock(engine)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Batcher(Generic[T, R]):
+    """One task serves every queued request with one call of `work(batch)`."""
+
+    def __init__(self, name: str, work: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
+        self._name = name
+        self._work = work
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Settlement, asyncio.Future[bool]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
-        self.settled = 0
+        self.items = 0
 
-    async def known(self, adapter: str, event_id: str, dossier_code: str) -> Known:
-        """Processed flag and last synced version, in one round trip."""
-        processed = (
-            select(processed_events.c.event_id)
-            .where(processed_events.c.adapter == adapter, processed_events.c.event_id == event_id)
-            .scalar_subquery()
-        )
-        version = (
-            select(sync_state.c.last_version)
-            .where(sync_state.c.adapter == adapter, sync_state.c.dossier_code == dossier_code)
-            .scalar_subquery()
-        )
-        parked = (
-            select(parked_messages.c.park_seq)
-            .where(parked_messages.c.adapter == adapter, parked_messages.c.dossier_code == dossier_code)
-            .limit(1)
-            .scalar_subquery()
-        )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(processed, version, parked))).one()
-        return Known(processed=row[0] is not None, last_version=row[1], parked=row[2] is not None)
-
-    async def settle(self, settlement: Settlement) -> bool:
-        """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed."""
-        self._ensure_running()
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put((settlement, future))
-        return await future
-
-    def _ensure_running(self) -> None:
+    async def submit(self, item: T) -> R:
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="group-committer")
+            self._task = asyncio.create_task(self._run(), name=self._name)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, future))
+        return await future
 
     async def close(self) -> None:
         if self._task is not None:
@@ -111,38 +98,164 @@ class GroupCommitter:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            live = [(item, fut) for item, fut in batch if not fut.done()]
             try:
-                results = await self._write([s for s, _ in batch])
+                results = await self._work([item for item, _ in live])
             except asyncio.CancelledError:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.cancel()
+                for _, fut in live:
+                    fut.cancel()
                 raise
-            except Exception as exc:  # every waiter learns the commit failed; their messages are redone
-                for _, fut in batch:
+            except Exception as exc:  # every waiter learns it failed; their messages are redone
+                for _, fut in live:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, fut), won in zip(batch, results, strict=True):
+            for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
-                    fut.set_result(won)
+                    fut.set_result(result)
             self.batches += 1
-            self.settled += len(batch)
+            self.items += len(live)
+
+
+_T = sync_state.c
+_P = processed_events.c
+_K = parked_messages.c
+# Statements are built once: constructing SQLAlchemy expressions per message costs more than running them.
+_PROCESSED_IN = select(_P.event_id).where(
+    _P.adapter == bindparam("adapter"), _P.event_id.in_(bindparam("ids", expanding=True))
+)
+_VERSIONS_IN = select(_T.dossier_code, _T.last_version).where(
+    _T.adapter == bindparam("adapter"), _T.dossier_code.in_(bindparam("codes", expanding=True))
+)
+_PARKED_IN = (
+    select(_K.dossier_code)
+    .where(_K.adapter == bindparam("adapter"), _K.dossier_code.in_(bindparam("codes", expanding=True)))
+    .distinct()
+)
+
+
+class GroupCommitter:
+    """Batched lookups (`known`) and batched outcomes (`settle`) over one engine."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+        self._lock = append_lock(engine)
+        self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch)
+        self._writes: _Batcher[Settlement, bool] = _Batcher("group-commit", self._write, max_batch)
+        self._statements: dict[str, Any] = {}
+
+    @property
+    def batches(self) -> int:
+        return self._writes.batches
+
+    @property
+    def settled(self) -> int:
+        return self._writes.items
+
+    async def known(self, adapter: str, event_id: str, dossier_code: str) -> Known:
+        """Processed flag, last synced version and parked flag of one message's dossier."""
+        return await self._reads.submit(Lookup(adapter, event_id, dossier_code))
+
+    async def settle(self, settlement: Settlement) -> bool:
+        """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed."""
+        return await self._writes.submit(settlement)
+
+    async def close(self) -> None:
+        await self._reads.close()
+        await self._writes.close()
+
+    async def _read(self, batch: list[Lookup]) -> list[Known]:
+        processed: set[tuple[str, str]] = set()
+        versions: dict[tuple[str, str], int] = {}
+        parked: set[tuple[str, str]] = set()
+        async with self._engine.connect() as conn:
+            for adapter in {x.adapter for x in batch}:
+                ids = list({x.event_id for x in batch if x.adapter == adapter})
+                codes = list({x.dossier_code for x in batch if x.adapter == adapter})
+                for (event_id,) in await conn.execute(_PROCESSED_IN, {"adapter": adapter, "ids": ids}):
+                    processed.add((adapter, event_id))
+                for code, version in await conn.execute(_VERSIONS_IN, {"adapter": adapter, "codes": codes}):
+                    versions[(adapter, code)] = version
+                for (code,) in await conn.execute(_PARKED_IN, {"adapter": adapter, "codes": codes}):
+                    parked.add((adapter, code))
+        return [
+            Known(
+                processed=(x.adapter, x.event_id) in processed,
+                last_version=versions.get((x.adapter, x.dossier_code)),
+                parked=(x.adapter, x.dossier_code) in parked,
+            )
+            for x in batch
+        ]
+
+    def _statement(self, conn: AsyncConnection, name: str) -> Any:
+        """Dialect-specific upserts, built once per dialect."""
+        key = f"{conn.dialect.name}:{name}"
+        if key not in self._statements:
+            if name == "advance":
+                ins = upsert(conn.dialect.name, sync_state)
+                self._statements[key] = ins.on_conflict_do_update(
+                    index_elements=[_T.adapter, _T.dossier_code],
+                    set_={
+                        c: getattr(ins.excluded, c)
+                        for c in ("last_version", "partner_status", "partner_answer", "updated_at")
+                    },
+                    where=ins.excluded.last_version > _T.last_version,  # never backwards, even across processes
+                )
+            else:
+                self._statements[key] = upsert(conn.dialect.name, processed_events).on_conflict_do_nothing(
+                    index_elements=["adapter", "event_id"]
+                )
+        return self._statements[key]
 
     async def _write(self, batch: list[Settlement]) -> list[bool]:
-        results: list[bool] = []
-        entries: list[ExchangeEntry] = []
+        now = datetime.now(UTC)
         async with self._lock, self._writer.begin() as conn:
+            current = await self._current_versions(conn, batch)
+            results: list[bool] = []
+            advances: dict[tuple[str, str], dict[str, Any]] = {}
+            marks: list[dict[str, Any]] = []
+            entries: list[ExchangeEntry] = []
             for s in batch:
                 won = True
                 if s.advance is not None:
-                    a = s.advance
-                    won = await advance_in(
-                        conn, s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer
-                    )
+                    a, k = s.advance, (s.adapter, s.advance.dossier_code)
+                    won = a.version > current.get(k, 0)
+                    if won:
+                        current[k] = a.version
+                        answer = a.partner_answer[:PARTNER_ANSWER_LEN] if a.partner_answer is not None else None
+                        advances[k] = {
+                            "adapter": s.adapter,
+                            "dossier_code": a.dossier_code,
+                            "last_version": a.version,
+                            "partner_status": a.partner_status,
+                            "partner_answer": answer,
+                            "updated_at": now,
+                        }
                 if s.processed_outcome is not None and won:
-                    await mark_in(conn, s.adapter, s.event_id, s.processed_outcome)
+                    marks.append(
+                        {
+                            "adapter": s.adapter,
+                            "event_id": s.event_id,
+                            "processed_at": now,
+                            "outcome": s.processed_outcome,
+                        }
+                    )
                 entries.extend(s.ledger)
                 results.append(won)
+            if advances:
+                await conn.execute(self._statement(conn, "advance"), list(advances.values()))
+            if marks:
+                await conn.execute(self._statement(conn, "processed"), marks)
             await append_in(conn, entries)
         return results
+
+    async def _current_versions(self, conn: AsyncConnection, batch: list[Settlement]) -> dict[tuple[str, str], int]:
+        """Stored versions of the batch's dossiers, locked on PostgreSQL until commit (SQLite holds its write lock)."""
+        current: dict[tuple[str, str], int] = {}
+        for adapter in {s.adapter for s in batch if s.advance is not None}:
+            codes = list({s.advance.dossier_code for s in batch if s.adapter == adapter and s.advance is not None})
+            query = _VERSIONS_IN.with_for_update() if conn.dialect.name == "postgresql" else _VERSIONS_IN
+            for code, version in await conn.execute(query, {"adapter": adapter, "codes": codes}):
+                current[(adapter, code)] = version
+        return current
