@@ -25,6 +25,7 @@ from gateway.pipeline import Pipeline
 from gateway.retry_topics import build_tiers
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.publisher import BrokerPublisher
+from gateway.runtime.tuning import settle_heap
 from gateway.settings import GatewaySettings
 from gateway.store import Store, open_store
 
@@ -194,6 +195,7 @@ async def start_gateway(
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()
+        settle_heap()
         log.info("gateway_started", adapters=settings.adapters, metrics=gw.metrics_url)
         return gw
     except BaseException:

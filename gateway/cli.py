@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gateway.cli_ops import dlq_app, ledger_app, trace
 from gateway.logging import configure_logging
+from gateway.runtime import tuning
 from gateway.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Provincial one-stop integration gateway.")
@@ -31,7 +32,7 @@ def run(
     settings = load_settings(config)
     configure_logging(settings.log_level, settings.log_json)
     try:
-        code = asyncio.run(run_forever(settings, embedded_broker=embedded_broker, console=err))
+        code = tuning.run(run_forever(settings, embedded_broker=embedded_broker, console=err))
     except ConfigurationError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -51,7 +52,7 @@ def demo(
     from gateway.demo import run_demo
 
     configure_logging("WARNING", json=False)
-    code = asyncio.run(
+    code = tuning.run(
         run_demo(
             dossiers, report_file=report, serve=serve, seed=seed, portal_latency_ms=portal_latency_ms,
             portal_error_rate=portal_error_rate, console=err,
@@ -67,3 +68,8 @@ def schemas() -> None:
 
     sys.stdout.write(json.dumps({"schemas": str(SCHEMA_DIR), "asyncapi": str(SCHEMA_DIR.parent / "asyncapi.json")}))
     sys.stdout.write("\n")
+
+
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(ledger_app, name="ledger")
+app.command("trace")(trace)

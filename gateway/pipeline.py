@@ -59,6 +59,19 @@ def decode(raw: bytes, max_bytes: int) -> DossierEvent:
         raise InvalidMessage(f"undecodable message: {type(exc).__name__}") from None
 
 
+class _Exhausted(Exception):
+    """In-process tries are over: `error` is the last classified failure, after `tries` tries."""
+
+    def __init__(self, error: GatewayError, tries: int) -> None:
+        super().__init__(error.reason)
+        self.error = error
+        self.tries = tries
+
+
+def _error_of(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
 class Pipeline:
     """Runs one adapter over records of one input topic."""
 
@@ -165,27 +178,11 @@ class Pipeline:
         """Call the partner with in-process retries; then settle, park in the next tier, or dead-letter."""
         started = datetime.now(UTC)
         failures: list[datetime] = [first_failure] if first_failure else []
-
-        def before_sleep(_state: RetryCallState) -> None:
-            self._metrics.retries.labels(self._name, "inprocess").inc()
-            if not failures:
-                failures.append(datetime.now(UTC))
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(RetryableError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    # Waiting at an open circuit is not an attempt: an outage never exhausts retries.
-                    async with self._breaker.guard():
-                        delivered = await self.adapter.deliver(event)
-        except GatewayError as exc:
-            attempts = prior_attempts + retrying.statistics.get("attempt_number", 1)
+            delivered, tries = await self._attempts(event, failures)
+        except _Exhausted as exhausted:
+            exc = exhausted.error
+            attempts = prior_attempts + exhausted.tries
             first = failures[0] if failures else datetime.now(UTC)
             next_tier = 0 if tier is None else tier + 1
             if isinstance(exc, RetryableError) and next_tier < len(self._tiers):
@@ -200,10 +197,54 @@ class Pipeline:
             if tier is not None:
                 await self._parking.release(self._name, str(event.event_id))
             return
-        await self._succeeded(record, event, delivered, prior_attempts + retrying.statistics.get("attempt_number", 1),
-                              started)
+        await self._succeeded(record, event, delivered, prior_attempts + tries, started)
         if tier is not None:
             await self._parking.release(self._name, str(event.event_id))
+
+    async def _attempts(self, event: DossierEvent, failures: list[datetime]) -> tuple[Delivered, int]:
+        """Deliver with in-process retries; returns the outcome and the number of tries.
+
+        The first try runs without building a retrier: almost every message succeeds at once, and tenacity's
+        machinery would otherwise be most of the pipeline's own cost.
+        """
+        try:
+            return await self._once(event), 1
+        except PermanentError as exc:
+            raise _Exhausted(exc, 1) from exc
+        except RetryableError as exc:
+            if self._retry.attempts <= 1:
+                raise _Exhausted(exc, 1) from exc
+            failures.append(datetime.now(UTC))
+            first_error: RetryableError = exc
+        self._metrics.retries.labels(self._name, "inprocess").inc()
+        await asyncio.sleep(self._delay(1, first_error))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts - 1),
+            wait=lambda state: self._delay(state.attempt_number + 1, _error_of(state)),
+            retry=retry_if_exception_type(RetryableError),
+            before_sleep=lambda _state: self._metrics.retries.labels(self._name, "inprocess").inc(),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    delivered = await self._once(event)
+        except GatewayError as exc:
+            raise _Exhausted(exc, 1 + retrying.statistics.get("attempt_number", 1)) from exc
+        return delivered, 1 + retrying.statistics.get("attempt_number", 1)
+
+    async def _once(self, event: DossierEvent) -> Delivered:
+        # Waiting at an open circuit is not an attempt: an outage never exhausts retries.
+        async with self._breaker.guard():
+            return await self.adapter.deliver(event)
+
+    def _delay(self, attempt: int, error: BaseException | None) -> float:
+        """Exponential backoff with full jitter, stretched to honour a partner's Retry-After."""
+        cap = min(self._retry.backoff_max_s, self._retry.backoff_initial_s * 2 ** (attempt - 1))
+        delay = random.uniform(0, cap)
+        if isinstance(error, PartnerThrottled) and error.retry_after_s is not None:
+            delay = max(delay, min(error.retry_after_s, self._retry.backoff_max_s))
+        return delay
 
     async def _to_tier(
         self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: datetime,
@@ -221,15 +262,6 @@ class Pipeline:
     ) -> None:
         headers = retry_headers(origin, tier, attempts, first_failure or datetime.now(UTC).isoformat())
         await self._publisher.publish(tier.topic, origin.value, key=event.dossier_code.encode(), headers=headers)
-
-    def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff with full jitter, stretched to honour a partner's Retry-After."""
-        cap = min(self._retry.backoff_max_s, self._retry.backoff_initial_s * 2 ** (state.attempt_number - 1))
-        delay = random.uniform(0, cap)
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, PartnerThrottled) and exc.retry_after_s is not None:
-            delay = max(delay, min(exc.retry_after_s, self._retry.backoff_max_s))
-        return delay
 
     async def _succeeded(
         self, record: InboundRecord, event: DossierEvent, delivered: Delivered, attempts: int, started: datetime
