@@ -62,6 +62,17 @@ class Gateway:
     runtimes: list[AdapterRuntime] = field(default_factory=list)
     server: OperatorServer | None = None
     store: Store | None = None
+    _sampler: asyncio.Task[None] | None = None
+
+    async def _sample(self, every_s: float = 5.0) -> None:
+        """Gauges that are cheaper to sample than to maintain on every message."""
+        while True:
+            if self.store is not None:
+                for rt in self.runtimes:
+                    with contextlib.suppress(Exception):
+                        parked = await self.store.parking.count(rt.adapter.name)
+                        self.metrics.parked.labels(rt.adapter.name).set(parked)
+            await asyncio.sleep(every_s)
 
     @property
     def metrics_url(self) -> str:
@@ -79,6 +90,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Drain consumers, then close clients, the broker, the database and the endpoint."""
+        if self._sampler is not None:
+            self._sampler.cancel()
         await asyncio.gather(*(c.stop() for rt in self.runtimes for c in rt.consumers), return_exceptions=True)
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
@@ -91,9 +104,15 @@ class Gateway:
             await self.server.stop()
 
 
-def _adapter_for(name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any]) -> tuple[Adapter, Any]:
+def _adapter_for(
+    name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any], in_flight: int
+) -> tuple[Adapter, Any]:
     if name == "national_portal":
-        portal = PortalClient(adapter_settings.get(name) or PortalSettings())
+        settings = adapter_settings.get(name) or PortalSettings()  # fields come from GATEWAY_PORTAL_*
+        if "max_connections" not in settings.model_fields_set:
+            # One pooled connection per message that may be in flight: no queueing inside the HTTP client.
+            settings = settings.model_copy(update={"max_connections": in_flight})
+        portal = PortalClient(settings)
         observed = ObservedClient(
             portal, partner=name, metrics=metrics, operations=("sync_snapshot", "update_progress", "sync_rating")
         )
@@ -154,7 +173,7 @@ async def start_gateway(
             session_timeout_ms=settings.kafka.session_timeout_ms,
         )
         for name in settings.adapters:
-            adapter, client = _adapter_for(name, metrics, adapter_settings or {})
+            adapter, client = _adapter_for(name, metrics, adapter_settings or {}, settings.concurrency.max_in_flight)
             breaker = CircuitBreaker(
                 name,
                 failure_threshold=settings.circuit.failure_threshold,
@@ -195,6 +214,7 @@ async def start_gateway(
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()
+        gw._sampler = asyncio.create_task(gw._sample(), name="gauges")
         settle_heap()
         log.info("gateway_started", adapters=settings.adapters, metrics=gw.metrics_url)
         return gw
