@@ -17,6 +17,7 @@ class SyncOutcome(StrEnum):
     SYNCED = "synced"  # the partner accepted it; partner_answer holds its reply
     REJECTED = "rejected"  # the partner refused it for good; reason says why (it is also dead-lettered)
     STALE_DROPPED = "stale_dropped"  # a newer version was already synced; nothing sent
+    DEAD_LETTERED = "dead_lettered"  # the partner stayed unavailable through every retry; see dead letters
 
 
 class SyncResult(Envelope):

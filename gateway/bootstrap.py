@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import structlog
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
 
 from adapters.national_portal.client import PortalClient
 from adapters.national_portal.handlers import PortalApi, PortalHandlers
@@ -23,6 +24,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.observe import ObservedClient
 from gateway.pipeline import Pipeline
 from gateway.retry_topics import build_tiers
+from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.publisher import BrokerPublisher
 from gateway.runtime.tuning import settle_heap
@@ -108,7 +110,11 @@ def _adapter_for(
     name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any], in_flight: int
 ) -> tuple[Adapter, Any]:
     if name == "national_portal":
-        settings = adapter_settings.get(name) or PortalSettings()  # fields come from GATEWAY_PORTAL_*
+        try:
+            settings = adapter_settings.get(name) or PortalSettings()  # fields come from GATEWAY_PORTAL_*
+        except ValidationError as exc:
+            missing = ", ".join(f"GATEWAY_PORTAL_{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
+            raise ConfigurationError(f"national_portal adapter is not configured: set {missing}") from None
         if "max_connections" not in settings.model_fields_set:
             # One pooled connection per message that may be in flight: no queueing inside the HTTP client.
             settings = settings.model_copy(update={"max_connections": in_flight})
@@ -152,7 +158,9 @@ async def start_gateway(
             "(or kafka.bootstrap_servers in the config file), or try `gateway run --embedded-broker`"
         )
     metrics = GatewayMetrics()
-    broker = KafkaBroker(bootstrap, logger=None, client_id="dossier-gateway")
+    broker = KafkaBroker(
+        bootstrap, logger=None, client_id="dossier-gateway", security=faststream_security(settings.kafka)
+    )
     gw = Gateway(settings=settings, metrics=metrics, broker=broker)
     try:
         store = gw.store = await open_store(settings.database_url)
@@ -164,13 +172,18 @@ async def start_gateway(
             topics[dead_letter_topic(names.input, name)] = 1
             for tier in ladders[name]:
                 topics[tier.topic] = settings.kafka.input_partitions
-        await ensure_topics(bootstrap, topics, settings.kafka.replication_factor)
+        # Dead letters wait for an operator: keep them until replayed or purged, not Kafka's default week.
+        keep = {dead_letter_topic(names.input, name): {"retention.ms": "-1"} for name in settings.adapters}
+        await ensure_topics(
+            bootstrap, topics, settings.kafka.replication_factor, configs=keep, **security_options(settings.kafka)
+        )
         publisher = BrokerPublisher(broker)
         options = ConsumerOptions(
             max_in_flight=settings.concurrency.max_in_flight,
             commit_interval_s=settings.concurrency.commit_interval_s,
             drain_timeout_s=settings.concurrency.drain_timeout_s,
             session_timeout_ms=settings.kafka.session_timeout_ms,
+            extra=security_options(settings.kafka),
         )
         for name in settings.adapters:
             adapter, client = _adapter_for(name, metrics, adapter_settings or {}, settings.concurrency.max_in_flight)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -42,7 +43,11 @@ async def wait_for_broker(bootstrap_servers: str, timeout_s: float) -> None:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Mapping[str, int], replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    **client_options: Any,
 ) -> None:
     """Create the missing topics in `topics` (name -> partition count); existing topics are left alone.
 
@@ -56,12 +61,19 @@ async def ensure_topics(
             raise ValueError(f"topic {name!r}: partition count must be >= 1, got {partitions}")
     if not topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="gateway-ensure-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="gateway-ensure-topics", **client_options
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=name, num_partitions=n, replication_factor=replication_factor)
+            NewTopic(
+                name=name,
+                num_partitions=n,
+                replication_factor=replication_factor,
+                topic_configs=dict((configs or {}).get(name, {})),
+            )
             for name, n in topics.items()
             if name not in existing
         ]

@@ -32,7 +32,7 @@ class ObservedClient:
             outcome = "ok"
             try:
                 return await method(*args, **kwargs)
-            except Exception as exc:
+            except BaseException as exc:  # a cancelled call is not a success either
                 outcome = type(exc).__name__
                 raise
             finally:

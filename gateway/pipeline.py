@@ -302,8 +302,8 @@ class Pipeline:
                             f"{type(exc).__name__}: {exc.reason}")
         # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
-        if permanent:
-            await self._report(event, SyncOutcome.REJECTED, attempts, reason=exc.reason)
+        outcome = SyncOutcome.REJECTED if permanent else SyncOutcome.DEAD_LETTERED
+        await self._report(event, outcome, attempts, reason=exc.reason)
         await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now))
         self._count(event, "rejected" if permanent else "dead_lettered")
 

@@ -45,6 +45,9 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     """Create an async engine for ``url``; SQLite gets WAL, a busy timeout and explicit BEGINs."""
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)  # the default ./state/ may not exist yet
         engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
         return engine
