@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,9 +51,17 @@ class Adapter(Protocol):
         ...
 
 
+# Set by the pipeline around `deliver`: empty normally, non-empty when an operator replays a dead letter whose
+# call the partner refused for good. A refused call had no effect, and partners (like our simulators) may
+# remember their refusal under the old key, so the fixed message is sent under a fresh one. A message that
+# failed retryably keeps its key: the partner may have done it and only the answer was lost.
+idempotency_scope: ContextVar[str] = ContextVar("idempotency_scope", default="")
+
+
 def idempotency_key(adapter: str, event: DossierEvent, operation: str) -> str:
     """Deterministic key of one partner effect: the same event and operation always give the same key."""
-    return f"{adapter}:{operation}:{event.event_id}"
+    scope = idempotency_scope.get()
+    return f"{adapter}:{operation}:{event.event_id}" + (f":{scope}" if scope else "")
 
 
 def digest(payload: bytes) -> str:

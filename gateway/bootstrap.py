@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import structlog
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from pydantic import ValidationError
 
 from adapters.national_portal.client import PortalClient
@@ -159,7 +160,12 @@ async def start_gateway(
         )
     metrics = GatewayMetrics()
     broker = KafkaBroker(
-        bootstrap, logger=None, client_id="dossier-gateway", security=faststream_security(settings.kafka)
+        bootstrap,
+        logger=None,
+        client_id="dossier-gateway",
+        security=faststream_security(settings.kafka),
+        # FastStream's own metrics for the publishing side (results, retries, dead letters), same registry.
+        middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="dossier-gateway")],
     )
     gw = Gateway(settings=settings, metrics=metrics, broker=broker)
     try:

@@ -29,6 +29,9 @@ H_FIRST_FAILURE = PREFIX + "first.failure.time"
 H_LAST_FAILURE = PREFIX + "last.failure.time"
 H_ERROR_KIND = PREFIX + "error.kind"  # retryable / permanent: what replay may expect
 MAX_REASON = 2000
+# Added by `gateway dlq replay` to the re-published original.
+REPLAY_HEADER = "gateway.replay.of"  # <dlt topic>/<partition>@<offset>
+REPLAY_KIND_HEADER = "gateway.replay.kind"  # permanent/retryable: the pipeline picks the idempotency scope
 
 
 @dataclass(frozen=True, slots=True)

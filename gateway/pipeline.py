@@ -22,9 +22,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from contracts.events import DossierEvent, parse_dossier_event
 from contracts.results import SyncOutcome, SyncResult
 from contracts.topics import dead_letter_topic
-from gateway.adapter import Adapter, Delivered, digest
+from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
 from gateway.circuit import CircuitBreaker
-from gateway.dead_letters import Failure, dead_letter_headers
+from gateway.dead_letters import REPLAY_HEADER, REPLAY_KIND_HEADER, Failure, dead_letter_headers
 from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
 from gateway.logging import scrub_text
 from gateway.metrics import GatewayMetrics
@@ -179,7 +179,7 @@ class Pipeline:
         started = datetime.now(UTC)
         failures: list[datetime] = [first_failure] if first_failure else []
         try:
-            delivered, tries = await self._attempts(event, failures)
+            delivered, tries = await self._attempts(record, event, failures)
         except _Exhausted as exhausted:
             exc = exhausted.error
             attempts = prior_attempts + exhausted.tries
@@ -201,12 +201,19 @@ class Pipeline:
         if tier is not None:
             await self._parking.release(self._name, str(event.event_id))
 
-    async def _attempts(self, event: DossierEvent, failures: list[datetime]) -> tuple[Delivered, int]:
-        """Deliver with in-process retries; returns the outcome and the number of tries.
+    async def _attempts(
+        self, record: InboundRecord, event: DossierEvent, failures: list[datetime]
+    ) -> tuple[Delivered, int]:
+        """Deliver with in-process retries, under the record's idempotency scope; returns (outcome, tries)."""
+        scope = idempotency_scope.set(self._scope_of(record))
+        try:
+            return await self._tries(event, failures)
+        finally:
+            idempotency_scope.reset(scope)
 
-        The first try runs without building a retrier: almost every message succeeds at once, and tenacity's
-        machinery would otherwise be most of the pipeline's own cost.
-        """
+    async def _tries(self, event: DossierEvent, failures: list[datetime]) -> tuple[Delivered, int]:
+        """The first try runs without building a retrier: almost every message succeeds at once, and
+        tenacity's machinery would otherwise be most of the pipeline's own cost."""
         try:
             return await self._once(event), 1
         except PermanentError as exc:
@@ -237,6 +244,13 @@ class Pipeline:
         # Waiting at an open circuit is not an attempt: an outage never exhausts retries.
         async with self._breaker.guard():
             return await self.adapter.deliver(event)
+
+    @staticmethod
+    def _scope_of(record: InboundRecord) -> str:
+        """Idempotency scope of a replayed dead letter that the partner had refused (see gateway.adapter)."""
+        if record.header(REPLAY_KIND_HEADER) != b"permanent":
+            return ""
+        return "replay-" + digest(record.header(REPLAY_HEADER) or b"")[:12]
 
     def _delay(self, attempt: int, error: BaseException | None) -> float:
         """Exponential backoff with full jitter, stretched to honour a partner's Retry-After."""

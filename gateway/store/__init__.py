@@ -1,6 +1,7 @@
 """Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events."""
 
 from gateway.store.database import create_engine, migrate, normalise_url
+from gateway.store.dlq_actions import DlqAction, DlqActions
 from gateway.store.ledger import (
     GENESIS_HASH,
     ChainHead,
@@ -22,6 +23,8 @@ __all__ = [
     "GENESIS_HASH",
     "Advance",
     "ChainHead",
+    "DlqAction",
+    "DlqActions",
     "ExchangeEntry",
     "GroupCommitter",
     "Known",
