@@ -164,6 +164,8 @@ async def start_gateway(
         logger=None,
         client_id="dossier-gateway",
         security=faststream_security(settings.kafka),
+        # Dead letters carry the original bytes, which may exceed Kafka's usual 1 MB request size.
+        max_request_size=settings.kafka.max_dead_letter_bytes + 256 * 1024,
         # FastStream's own metrics for the publishing side (results, retries, dead letters), same registry.
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="dossier-gateway")],
     )
@@ -179,7 +181,11 @@ async def start_gateway(
             for tier in ladders[name]:
                 topics[tier.topic] = settings.kafka.input_partitions
         # Dead letters wait for an operator: keep them until replayed or purged, not Kafka's default week.
-        keep = {dead_letter_topic(names.input, name): {"retention.ms": "-1"} for name in settings.adapters}
+        big = str(settings.kafka.max_dead_letter_bytes + 256 * 1024)
+        keep = {
+            dead_letter_topic(names.input, name): {"retention.ms": "-1", "max.message.bytes": big}
+            for name in settings.adapters
+        }
         await ensure_topics(
             bootstrap, topics, settings.kafka.replication_factor, configs=keep, **security_options(settings.kafka)
         )
@@ -205,6 +211,7 @@ async def start_gateway(
                 adapter, publisher=publisher, committer=store.committer, parking=store.parking,
                 tiers=ladders[name], breaker=breaker, metrics=metrics,
                 retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
+                max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes,
             )
             consumer = KeyOrderedConsumer(
                 bootstrap_servers=bootstrap,

@@ -9,6 +9,7 @@ under `<name>.b64`.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,8 @@ H_ATTEMPTS = PREFIX + "attempts"
 H_FIRST_FAILURE = PREFIX + "first.failure.time"
 H_LAST_FAILURE = PREFIX + "last.failure.time"
 H_ERROR_KIND = PREFIX + "error.kind"  # retryable / permanent: what replay may expect
+H_ORIGINAL_SIZE = PREFIX + "original.size"  # only on a truncated dead letter
+H_ORIGINAL_SHA256 = PREFIX + "original.sha256"
 MAX_REASON = 2000
 # Added by `gateway dlq replay` to the re-published original.
 REPLAY_HEADER = "gateway.replay.of"  # <dlt topic>/<partition>@<offset>
@@ -73,6 +76,19 @@ def dead_letter_headers(record: InboundRecord, adapter: str, failure: Failure) -
         }
     )
     return headers
+
+
+def fit(value: bytes, headers: dict[str, str], limit: int) -> bytes:
+    """The value to store: whole when it fits the broker's limit, else a prefix marked as such.
+
+    Nothing larger than the producer's request limit can be written at all; refusing would block the
+    partition forever, so an oversized original keeps its first bytes, its size and its hash.
+    """
+    if len(value) <= limit:
+        return value
+    headers[H_ORIGINAL_SIZE] = str(len(value))
+    headers[H_ORIGINAL_SHA256] = hashlib.sha256(value).hexdigest()
+    return value[: max(0, limit - 64 * 1024)]  # room for the headers within the request
 
 
 def now() -> datetime:

@@ -24,7 +24,7 @@ from contracts.results import SyncOutcome, SyncResult
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
 from gateway.circuit import CircuitBreaker
-from gateway.dead_letters import REPLAY_HEADER, REPLAY_KIND_HEADER, Failure, dead_letter_headers
+from gateway.dead_letters import REPLAY_HEADER, REPLAY_KIND_HEADER, Failure, dead_letter_headers, fit
 from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
 from gateway.logging import scrub_text
 from gateway.metrics import GatewayMetrics
@@ -88,6 +88,7 @@ class Pipeline:
         retry: RetrySettings,
         results_topic: str,
         max_message_bytes: int = 1_000_000,
+        max_dead_letter_bytes: int = 8_000_000,
     ) -> None:
         self.adapter = adapter
         self._publisher = publisher
@@ -99,6 +100,7 @@ class Pipeline:
         self._retry = retry
         self._results_topic = results_topic
         self._max_bytes = max_message_bytes
+        self._max_dead_letter_bytes = max_dead_letter_bytes
         self._name = adapter.name
 
     async def __call__(self, record: InboundRecord) -> None:
@@ -382,9 +384,9 @@ class Pipeline:
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)
-        await self._publisher.publish(
-            topic, record.value, key=record.key, headers=dead_letter_headers(record, self._name, failure)
-        )
+        headers = dead_letter_headers(record, self._name, failure)
+        value = fit(record.value, headers, self._max_dead_letter_bytes)
+        await self._publisher.publish(topic, value, key=record.key, headers=headers)
         error_class = type(failure.error).__name__
         self._metrics.dead_letters.labels(self._name, error_class).inc()
         log.warning(

@@ -32,6 +32,10 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: str | None = None
     max_message_bytes: int = Field(default=1_000_000, description="bigger input is dead-lettered, as Kafka would")
+    max_dead_letter_bytes: int = Field(
+        default=8_000_000,
+        description="largest dead letter written whole; a bigger original keeps a prefix plus its size and SHA-256",
+    )
 
 
 class TopicSettings(BaseModel):

@@ -81,7 +81,7 @@ async def portal_gateway(
 
 async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
     """Write (key, value) records in order; returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
     await producer.start()
     n = 0
     try:

@@ -126,3 +126,14 @@ async def test_redelivered_event_causes_no_second_effect(kafka_bootstrap: str, t
         await wait_until(lambda: h.gateway.runtimes[0].consumer.in_flight == 0, timeout_s=30)
         assert h.sim.stats["records_applied"] == applied
         assert h.sim.stats["duplicate_effects"] == 0
+
+
+async def test_message_over_a_megabyte_is_dead_lettered_whole(kafka_bootstrap: str, tmp_path: Path) -> None:
+    journey = generate_journeys(1, seed=43)[0]
+    huge = b'{"event_type": "dossier.received", "junk": "' + b"z" * 2_500_000 + b'"}'
+    async with portal_gateway(kafka_bootstrap, tmp_path) as h:
+        await produce(h.bootstrap, h.input_topic, [(b"huge", huge)] + [(key(e), encode(e)) for e in journey.events])
+        assert await wait_until(lambda: not count_lost([journey], h.sim.dossiers), timeout_s=60)
+        dead = await read_all(h.bootstrap, h.dlt_topic, expect=1)
+    assert dead[0].value == huge
+    assert b"exceeds the limit" in dict(dead[0].headers)["__connect.errors.exception.message"]

@@ -68,3 +68,18 @@ def test_dead_letter_headers_name_origin_and_reason() -> None:
     assert headers[H_TOPIC] == "t" and headers[H_OFFSET] == "42"
     assert headers[H_EXC_CLASS] == "InvalidMessage" and headers[H_EXC_MESSAGE] == "bad"
     assert headers["trace"] == "abc" and headers["bin.b64"] == "/w=="
+
+
+def test_oversized_dead_letter_keeps_prefix_size_and_hash() -> None:
+    import hashlib
+
+    from gateway.dead_letters import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, fit
+
+    small: dict[str, str] = {}
+    assert fit(b"abc", small, 1_000_000) == b"abc" and small == {}
+    big = b"x" * 3_000_000
+    headers: dict[str, str] = {}
+    kept = fit(big, headers, 1_000_000)
+    assert len(kept) < 1_000_000 and big.startswith(kept)
+    assert headers[H_ORIGINAL_SIZE] == "3000000"
+    assert headers[H_ORIGINAL_SHA256] == hashlib.sha256(big).hexdigest()
