@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.errors import GatewayError, RetryableError
+from gateway.errors import GatewayError, PartnerRejected, RetryableError
 from gateway.runtime.records import InboundRecord
 
 PREFIX = "__connect.errors."
@@ -28,7 +28,7 @@ H_EXC_MESSAGE = PREFIX + "exception.message"
 H_ATTEMPTS = PREFIX + "attempts"
 H_FIRST_FAILURE = PREFIX + "first.failure.time"
 H_LAST_FAILURE = PREFIX + "last.failure.time"
-H_ERROR_KIND = PREFIX + "error.kind"  # retryable / permanent: what replay may expect
+H_ERROR_KIND = PREFIX + "error.kind"  # retryable / refused / permanent: what a replay may expect
 H_ORIGINAL_SIZE = PREFIX + "original.size"  # only on a truncated dead letter
 H_ORIGINAL_SHA256 = PREFIX + "original.sha256"
 MAX_REASON = 2000
@@ -72,10 +72,18 @@ def dead_letter_headers(record: InboundRecord, adapter: str, failure: Failure) -
             H_ATTEMPTS: str(failure.attempts),
             H_FIRST_FAILURE: failure.first_failure.isoformat(),
             H_LAST_FAILURE: failure.last_failure.isoformat(),
-            H_ERROR_KIND: "retryable" if isinstance(exc, RetryableError) else "permanent",
+            H_ERROR_KIND: error_kind(exc),
         }
     )
     return headers
+
+
+def error_kind(exc: GatewayError) -> str:
+    """retryable: may have been applied (answer lost); refused: the partner said no, so nothing happened
+    there; permanent: anything else that retrying cannot fix (bad input, an answer we could not read)."""
+    if isinstance(exc, RetryableError):
+        return "retryable"
+    return "refused" if isinstance(exc, PartnerRejected) else "permanent"
 
 
 def fit(value: bytes, headers: dict[str, str], limit: int) -> bytes:

@@ -249,8 +249,11 @@ class Pipeline:
 
     @staticmethod
     def _scope_of(record: InboundRecord) -> str:
-        """Idempotency scope of a replayed dead letter that the partner had refused (see gateway.adapter)."""
-        if record.header(REPLAY_KIND_HEADER) != b"permanent":
+        """Idempotency scope of a replayed dead letter that the partner had refused (see gateway.adapter).
+
+        Only an explicit refusal gets a fresh scope: after a retryable failure or an unreadable answer the
+        partner may have applied the call, and the original key is what keeps it from happening twice."""
+        if record.header(REPLAY_KIND_HEADER) != b"refused":
             return ""
         return "replay-" + digest(record.header(REPLAY_HEADER) or b"")[:12]
 

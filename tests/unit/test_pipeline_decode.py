@@ -83,3 +83,13 @@ def test_oversized_dead_letter_keeps_prefix_size_and_hash() -> None:
     assert len(kept) < 1_000_000 and big.startswith(kept)
     assert headers[H_ORIGINAL_SIZE] == "3000000"
     assert headers[H_ORIGINAL_SHA256] == hashlib.sha256(big).hexdigest()
+
+
+def test_error_kind_tells_replay_what_the_partner_may_have_done() -> None:
+    from gateway.dead_letters import error_kind
+    from gateway.errors import PartnerProtocolError, PartnerRejected, PartnerUnavailable
+
+    assert error_kind(PartnerUnavailable("down")) == "retryable"
+    assert error_kind(PartnerRejected("no")) == "refused"
+    assert error_kind(PartnerProtocolError("garbled")) == "permanent"
+    assert error_kind(InvalidMessage("bad")) == "permanent"
