@@ -195,6 +195,7 @@ async def start_gateway(
             commit_interval_s=settings.concurrency.commit_interval_s,
             drain_timeout_s=settings.concurrency.drain_timeout_s,
             session_timeout_ms=settings.kafka.session_timeout_ms,
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
             extra=security_options(settings.kafka),
         )
         for name in settings.adapters:

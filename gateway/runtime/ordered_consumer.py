@@ -38,6 +38,7 @@ class ConsumerOptions:
     drain_timeout_s: float = 15.0
     session_timeout_ms: int = 6000  # the embedded broker admits a member after session_timeout/2
     heartbeat_interval_ms: int = 1500
+    fetch_max_wait_ms: int = 50
     handler_bug_backoff_s: float = 1.0
     extra: Mapping[str, Any] | None = None  # passed to AIOKafkaConsumer (security settings, client id, ...)
 
@@ -100,6 +101,7 @@ class KeyOrderedConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=self._opt.session_timeout_ms,
             heartbeat_interval_ms=self._opt.heartbeat_interval_ms,
+            fetch_max_wait_ms=self._opt.fetch_max_wait_ms,
             **dict(self._opt.extra or {}),
         )
         self._consumer.subscribe(list(self._topics), listener=_Rebalance(self))
