@@ -29,6 +29,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 SCENARIOS: dict[str, str] = {
     "crash": "bench.crash",
     "poison": "bench.poison",
+    "backlog": "bench.backlog",
+    "outage": "bench.outage",
+    "scale_out": "bench.scale_out",
 }
 
 
