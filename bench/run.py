@@ -32,6 +32,9 @@ SCENARIOS: dict[str, str] = {
     "backlog": "bench.backlog",
     "outage": "bench.outage",
     "scale_out": "bench.scale_out",
+    "latency_bound": "bench.latency_bound",
+    "overhead": "bench.overhead",
+    "added_latency": "bench.added_latency",
 }
 
 
