@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store._dialect import upsert
 from gateway.store.database import writer
@@ -32,8 +34,10 @@ class ProcessedEvents:
 
     async def mark_processed(self, adapter: str, event_id: str, outcome: str) -> bool:
         """Record the event; False if it was already recorded (by this or another process)."""
+        row = mark_row(adapter, event_id, outcome)
         async with self._writer.begin() as conn:
-            return await mark_in(conn, adapter, event_id, outcome)
+            statement = mark_statement(conn.dialect.name).returning(processed_events.c.event_id)
+            return (await conn.execute(statement, row)).first() is not None
 
     async def is_processed(self, adapter: str, event_id: str) -> bool:
         return await self.get(adapter, event_id) is not None
@@ -47,18 +51,18 @@ class ProcessedEvents:
         return None if row is None else ProcessedEvent(**row)
 
 
-async def mark_in(conn: AsyncConnection, adapter: str, event_id: str, outcome: str) -> bool:
-    """`ProcessedEvents.mark_processed` inside the caller's transaction."""
+@functools.cache
+def mark_statement(dialect_name: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING: the first mark wins; built once per dialect."""
+    return upsert(dialect_name, processed_events).on_conflict_do_nothing(index_elements=["adapter", "event_id"])
+
+
+def mark_row(adapter: str, event_id: str, outcome: str) -> dict[str, Any]:
+    """The parameters of one mark, checked so that SQLite and PostgreSQL accept exactly the same values."""
     if not adapter or len(adapter) > ADAPTER_LEN:
         raise ValueError(f"adapter must be 1..{ADAPTER_LEN} characters")
     if not event_id or len(event_id) > EVENT_ID_LEN:
         raise ValueError(f"event_id must be 1..{EVENT_ID_LEN} characters")
     if not outcome or len(outcome) > OUTCOME_LEN:
         raise ValueError(f"outcome must be 1..{OUTCOME_LEN} characters")
-    statement = (
-        upsert(conn.dialect.name, processed_events)
-        .values(adapter=adapter, event_id=event_id, processed_at=datetime.now(UTC), outcome=outcome)
-        .on_conflict_do_nothing(index_elements=["adapter", "event_id"])
-        .returning(processed_events.c.event_id)
-    )
-    return (await conn.execute(statement)).first() is not None
+    return {"adapter": adapter, "event_id": event_id, "processed_at": datetime.now(UTC), "outcome": outcome}

@@ -13,17 +13,17 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.store._dialect import upsert
 from gateway.store.database import writer
 from gateway.store.ledger import ExchangeEntry, append_in, append_lock
 from gateway.store.parking import parked_messages
-from gateway.store.schema import PARTNER_ANSWER_LEN, processed_events, sync_state
+from gateway.store.processed import mark_row, mark_statement
+from gateway.store.schema import processed_events, sync_state
+from gateway.store.sync_state import advance_row, advance_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,6 @@ class GroupCommitter:
         self._lock = append_lock(engine)
         self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch)
         self._writes: _Batcher[Settlement, bool] = _Batcher("group-commit", self._write, max_batch)
-        self._statements: dict[str, Any] = {}
 
     @property
     def batches(self) -> int:
@@ -188,28 +187,7 @@ class GroupCommitter:
             for x in batch
         ]
 
-    def _statement(self, conn: AsyncConnection, name: str) -> Any:
-        """Dialect-specific upserts, built once per dialect."""
-        key = f"{conn.dialect.name}:{name}"
-        if key not in self._statements:
-            if name == "advance":
-                ins = upsert(conn.dialect.name, sync_state)
-                self._statements[key] = ins.on_conflict_do_update(
-                    index_elements=[_T.adapter, _T.dossier_code],
-                    set_={
-                        c: getattr(ins.excluded, c)
-                        for c in ("last_version", "partner_status", "partner_answer", "updated_at")
-                    },
-                    where=ins.excluded.last_version > _T.last_version,  # never backwards, even across processes
-                )
-            else:
-                self._statements[key] = upsert(conn.dialect.name, processed_events).on_conflict_do_nothing(
-                    index_elements=["adapter", "event_id"]
-                )
-        return self._statements[key]
-
     async def _write(self, batch: list[Settlement]) -> list[bool]:
-        now = datetime.now(UTC)
         async with self._lock, self._writer.begin() as conn:
             current = await self._current_versions(conn, batch)
             results: list[bool] = []
@@ -223,30 +201,17 @@ class GroupCommitter:
                     won = a.version > current.get(k, 0)
                     if won:
                         current[k] = a.version
-                        answer = a.partner_answer[:PARTNER_ANSWER_LEN] if a.partner_answer is not None else None
-                        advances[k] = {
-                            "adapter": s.adapter,
-                            "dossier_code": a.dossier_code,
-                            "last_version": a.version,
-                            "partner_status": a.partner_status,
-                            "partner_answer": answer,
-                            "updated_at": now,
-                        }
+                        advances[k] = advance_row(
+                            s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer
+                        )
                 if s.processed_outcome is not None and won:
-                    marks.append(
-                        {
-                            "adapter": s.adapter,
-                            "event_id": s.event_id,
-                            "processed_at": now,
-                            "outcome": s.processed_outcome,
-                        }
-                    )
+                    marks.append(mark_row(s.adapter, s.event_id, s.processed_outcome))
                 entries.extend(s.ledger)
                 results.append(won)
             if advances:
-                await conn.execute(self._statement(conn, "advance"), list(advances.values()))
+                await conn.execute(advance_statement(conn.dialect.name), list(advances.values()))
             if marks:
-                await conn.execute(self._statement(conn, "processed"), marks)
+                await conn.execute(mark_statement(conn.dialect.name), marks)
             await append_in(conn, entries)
         return results
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store._dialect import upsert
 from gateway.store.database import writer
@@ -58,8 +60,11 @@ class SyncStateStore:
         A single INSERT ... ON CONFLICT DO UPDATE ... WHERE makes the compare-and-set one statement,
         so two coroutines or two processes advancing the same dossier cannot both win or go backwards.
         """
+        row = advance_row(adapter, dossier_code, version, partner_status, partner_answer)
         async with self._writer.begin() as conn:
-            return await advance_in(conn, adapter, dossier_code, version, partner_status, partner_answer)
+            statement = advance_statement(conn.dialect.name).returning(sync_state.c.last_version)
+            # RETURNING yields a row only when the insert or the guarded update happened.
+            return (await conn.execute(statement, row)).first() is not None
 
     async def last_versions(self, adapter: str) -> dict[str, int]:
         """Every dossier's last recorded version for one adapter (e.g. to rebuild caches at start)."""
@@ -69,36 +74,35 @@ class SyncStateStore:
             return {code: version for code, version in rows}
 
 
-async def advance_in(
-    conn: AsyncConnection,
-    adapter: str,
-    dossier_code: str,
-    version: int,
-    partner_status: int | None,
-    partner_answer: str | None,
-) -> bool:
-    """`SyncStateStore.advance` inside the caller's transaction (one compare-and-set statement)."""
-    _check_key(adapter, dossier_code)
-    if partner_answer is not None:
-        # A partner answer is informational; an over-long one is cut rather than losing the state.
-        partner_answer = partner_answer[:PARTNER_ANSWER_LEN]
-    insert = upsert(conn.dialect.name, sync_state).values(
-        adapter=adapter,
-        dossier_code=dossier_code,
-        last_version=version,
-        partner_status=partner_status,
-        partner_answer=partner_answer,
-        updated_at=datetime.now(UTC),
-    )
-    statement = insert.on_conflict_do_update(
+_UPDATED = ("last_version", "partner_status", "partner_answer", "updated_at")
+
+
+@functools.cache
+def advance_statement(dialect_name: str) -> Any:
+    """The guarded upsert behind every advance: the version only moves forward, even across processes.
+
+    One INSERT ... ON CONFLICT DO UPDATE ... WHERE makes the compare-and-set a single statement, so two
+    coroutines or two processes advancing the same dossier cannot both win or go backwards. Built once per
+    dialect; executed with one row (SyncStateStore.advance) or many (the group committer).
+    """
+    insert = upsert(dialect_name, sync_state)
+    return insert.on_conflict_do_update(
         index_elements=[sync_state.c.adapter, sync_state.c.dossier_code],
-        set_={
-            "last_version": insert.excluded.last_version,
-            "partner_status": insert.excluded.partner_status,
-            "partner_answer": insert.excluded.partner_answer,
-            "updated_at": insert.excluded.updated_at,
-        },
+        set_={c: getattr(insert.excluded, c) for c in _UPDATED},
         where=insert.excluded.last_version > sync_state.c.last_version,
-    ).returning(sync_state.c.last_version)
-    # RETURNING yields a row only when the insert or the guarded update happened.
-    return (await conn.execute(statement)).first() is not None
+    )
+
+
+def advance_row(
+    adapter: str, dossier_code: str, version: int, partner_status: int | None, partner_answer: str | None
+) -> dict[str, Any]:
+    """The parameters of one advance; a partner answer is informational, so an over-long one is cut."""
+    _check_key(adapter, dossier_code)
+    return {
+        "adapter": adapter,
+        "dossier_code": dossier_code,
+        "last_version": version,
+        "partner_status": partner_status,
+        "partner_answer": partner_answer[:PARTNER_ANSWER_LEN] if partner_answer is not None else None,
+        "updated_at": datetime.now(UTC),
+    }
