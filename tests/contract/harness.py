@@ -35,14 +35,24 @@ def private_topics(base_url: str) -> Running:
 
 @asynccontextmanager
 async def in_process(
-    contract: AdapterContract, bootstrap: str, tmp_path: Path, running: Running, retry: RetrySettings = FAST_RETRY
+    contract: AdapterContract,
+    bootstrap: str,
+    tmp_path: Path,
+    running: Running,
+    retry: RetrySettings = FAST_RETRY,
+    *,
+    circuit: CircuitSettings | None = None,
+    database_url: str | None = None,
 ) -> AsyncIterator[Gateway]:
+    """An in-process gateway for one adapter on the running's private topics (one state file per topic set)."""
+    state_file = tmp_path / f"gateway-{running.input_topic.rsplit('.', 1)[-1]}.db"
     settings = GatewaySettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        database_url=database_url or f"sqlite+aiosqlite:///{state_file}",
         kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=running.input_topic),
         topics=TopicSettings(input=running.input_topic, results=running.results_topic),
         retry=retry,
-        circuit=CircuitSettings(failure_threshold=1_000_000),
+        # Tests of other machinery keep the breaker out of the way unless they pass one.
+        circuit=circuit or CircuitSettings(failure_threshold=1_000_000),
         http=HttpSettings(port=0),
         adapters=[contract.name],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,18 +12,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
-from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
-from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import (
-    CircuitSettings,
-    GatewaySettings,
-    HttpSettings,
-    KafkaSettings,
-    RetrySettings,
-    TopicSettings,
-)
+from gateway.bootstrap import Gateway
+from gateway.settings import CircuitSettings, RetrySettings
+from tests.contract.harness import in_process, private_topics
+from tests.contract.national_portal import NationalPortalContract
 
 
 @dataclass
@@ -50,33 +42,18 @@ async def portal_gateway(
     circuit: CircuitSettings | None = None,
     **knobs: Any,
 ) -> AsyncIterator[Harness]:
-    """A gateway on private topics (a unique suffix per test) so tests sharing one broker never mix."""
-    suffix = uuid.uuid4().hex[:8]
-    input_topic = f"{DOSSIER_EVENTS}.{suffix}"
-    results_topic = f"{SYNC_RESULTS}.{suffix}"
-    sim = PortalSimulator(**knobs)
-    base = await sim.start()
-    settings = GatewaySettings(
-        database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / f'gw-{suffix}.db'}",
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"test-{suffix}"),
-        retry=RetrySettings(
-            attempts=retry_attempts, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=list(tiers_s)
-        ),
-        http=HttpSettings(port=0),
-        topics=TopicSettings(input=input_topic, results=results_topic),
-        # Tests of other machinery keep the breaker out of the way unless they pass one.
-        circuit=circuit or CircuitSettings(failure_threshold=1_000_000),
-    )
-    portal = PortalSettings(base_url=base, username="gateway", password="secret", dstcode="H34", madonvi="H55")
+    """The contract suite's in-process gateway for the portal, with this test's retry, breaker and knobs."""
+    contract = NationalPortalContract()
+    running = private_topics(await contract.start_simulator(**knobs))
+    retry = RetrySettings(attempts=retry_attempts, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=list(tiers_s))
     try:
-        gw = await start_gateway(settings, adapter_settings={"national_portal": portal})
-        try:
-            yield Harness(bootstrap, sim, gw, input_topic, results_topic,
-                          dead_letter_topic(input_topic, "national_portal"))
-        finally:
-            await gw.stop()
+        async with in_process(
+            contract, bootstrap, tmp_path, running, retry, circuit=circuit, database_url=database_url
+        ) as gw:
+            assert contract.sim is not None
+            yield Harness(bootstrap, contract.sim, gw, running.input_topic, running.results_topic, running.dlt_topic)
     finally:
-        await sim.stop()
+        await contract.stop_simulator()
 
 
 async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
