@@ -59,6 +59,42 @@ def decode(raw: bytes, max_bytes: int) -> DossierEvent:
         raise InvalidMessage(f"undecodable message: {type(exc).__name__}") from None
 
 
+def sync_result(
+    adapter: str,
+    event: DossierEvent,
+    outcome: SyncOutcome,
+    attempts: int,
+    *,
+    partner_status: int | None = None,
+    partner_answer: str | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """The result message for one event, as JSON.
+
+    Built without re-validation: every field comes from the already-validated event or from the pipeline
+    itself, and validating the dossier code again per result was a measurable share of the hot path.
+    tests/unit/test_pipeline_decode.py checks the output against the published contract.
+    """
+    result = SyncResult.model_construct(
+        # Deterministic id: a redelivered event yields the same result id, so readers can de-duplicate.
+        event_id=uuid5(NAMESPACE_URL, f"{adapter}/{event.event_id}/{outcome.value}"),
+        occurred_at=datetime.now(UTC),
+        dossier_code=event.dossier_code,
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
+        partner=adapter,
+        source_event_id=event.event_id,
+        source_event_type=event.event_type,
+        dossier_version=event.dossier_version,
+        outcome=outcome,
+        partner_status=partner_status,
+        partner_answer=partner_answer[:1000] if partner_answer else None,
+        reason=reason[:2000] if reason else None,
+        attempts=max(1, attempts),
+    )
+    return result.model_dump_json().encode()
+
+
 class _Exhausted(Exception):
     """In-process tries are over: `error` is the last classified failure, after `tries` tries."""
 
@@ -364,26 +400,11 @@ class Pipeline:
         partner_answer: str | None = None,
         reason: str | None = None,
     ) -> None:
-        result = SyncResult(
-            # Deterministic id: a redelivered event yields the same result id, so readers can de-duplicate.
-            event_id=uuid5(NAMESPACE_URL, f"{self._name}/{event.event_id}/{outcome.value}"),
-            occurred_at=datetime.now(UTC),
-            dossier_code=event.dossier_code,
-            correlation_id=event.correlation_id,
-            causation_id=event.event_id,
-            partner=self._name,
-            source_event_id=event.event_id,
-            source_event_type=event.event_type,
-            dossier_version=event.dossier_version,
-            outcome=outcome,
-            partner_status=partner_status,
-            partner_answer=partner_answer[:1000] if partner_answer else None,
-            reason=reason[:2000] if reason else None,
-            attempts=attempts,
+        body = sync_result(
+            self._name, event, outcome, attempts,
+            partner_status=partner_status, partner_answer=partner_answer, reason=reason,
         )
-        await self._publisher.publish(
-            self._results_topic, result.model_dump_json().encode(), key=event.dossier_code.encode()
-        )
+        await self._publisher.publish(self._results_topic, body, key=event.dossier_code.encode())
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)

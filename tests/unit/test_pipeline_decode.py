@@ -93,3 +93,23 @@ def test_error_kind_tells_replay_what_the_partner_may_have_done() -> None:
     assert error_kind(PartnerRejected("no")) == "refused"
     assert error_kind(PartnerProtocolError("garbled")) == "permanent"
     assert error_kind(InvalidMessage("bad")) == "permanent"
+
+
+@pytest.mark.parametrize("outcome", ["synced", "rejected", "stale_dropped", "dead_lettered"])
+def test_result_messages_follow_the_published_contract(valid: bytes, outcome: str) -> None:
+    import jsonschema
+
+    from contracts.export import json_schemas
+    from contracts.results import SyncOutcome, SyncResult
+    from gateway.pipeline import sync_result
+
+    event = decode(valid, 1_000_000)
+    body = sync_result("national_portal", event, SyncOutcome(outcome), 2, partner_status=2, reason="x" * 5000)
+    parsed = SyncResult.model_validate_json(body)
+    assert parsed.source_event_id == event.event_id and parsed.outcome == outcome
+    assert parsed.schema_version == 1 and parsed.event_type == "gateway.sync_result"
+    jsonschema.validate(json.loads(body), json_schemas()["sync-result.v1.json"])
+    # The same event and outcome always give the same result id (readers de-duplicate on it).
+    assert SyncResult.model_validate_json(sync_result("national_portal", event, SyncOutcome(outcome), 2)).event_id == (
+        parsed.event_id
+    )
