@@ -107,6 +107,9 @@ class Gateway:
             await self.server.stop()
 
 
+TIER_FETCH_MAX_WAIT_MS = 500
+
+
 def _adapter_for(
     name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any], in_flight: int
 ) -> tuple[Adapter, Any]:
@@ -222,6 +225,7 @@ async def start_gateway(
                 options=options,
                 on_in_flight=metrics.in_flight.labels(name).set,
                 on_paused=metrics.paused_partitions.labels(name).set,
+                on_rebalance=store.committer.forget_all,
             )
             tier_consumers = [
                 KeyOrderedConsumer(
@@ -229,8 +233,15 @@ async def start_gateway(
                     group_id=f"{settings.kafka.group_prefix}.{name}.retry-{tier.label}",
                     topics=(tier.topic,),
                     handler=pipeline.tier_handler(tier),
-                    # Copies asleep until due are simply redelivered after a restart: no need to wait.
-                    options=replace(options, drain_timeout_s=min(options.drain_timeout_s, 2.0)),
+                    # Copies asleep until due are simply redelivered after a restart: no need to wait. A copy
+                    # is due 10 s or more after it was written, so a long fetch wait costs nothing, while the
+                    # input's short one, times every tier, kept the broker and the gateway busy polling.
+                    options=replace(
+                        options,
+                        drain_timeout_s=min(options.drain_timeout_s, 2.0),
+                        fetch_max_wait_ms=max(options.fetch_max_wait_ms, TIER_FETCH_MAX_WAIT_MS),
+                    ),
+                    on_rebalance=store.committer.forget_all,
                 )
                 for tier in ladders[name]
             ]

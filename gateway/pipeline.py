@@ -150,7 +150,13 @@ class Pipeline:
         if not self.adapter.wants(event):
             self._count(event, "ignored")
             return
-        known = await self._committer.known(self._name, str(event.event_id), event.dossier_code)
+        # Keyed by its dossier, a record's partition (owned by this process) holds every message of the
+        # dossier, so what this process remembers of it is certain (gateway.store.owned_versions).
+        owned = self.adapter.ordered_by_version and record.key == event.dossier_code.encode()
+        known = await self._committer.known(
+            self._name, str(event.event_id), event.dossier_code,
+            owned_version=event.dossier_version if owned else None,
+        )
         if known.processed:
             self._count(event, "duplicate")
             return
@@ -159,6 +165,7 @@ class Pipeline:
             await self._stale(record, event)
             return
         if known.parked and self._tiers:
+            self._committer.forget(self._name, event.dossier_code)
             parked = await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=None)
             if parked is not None:  # an earlier message of this dossier waits: queue behind it
                 await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
@@ -224,6 +231,8 @@ class Pipeline:
             first = failures[0] if failures else datetime.now(UTC)
             next_tier = 0 if tier is None else tier + 1
             if isinstance(exc, RetryableError) and next_tier < len(self._tiers):
+                # From now on a tier's consumer (maybe in another process) may advance the dossier.
+                self._committer.forget(self._name, event.dossier_code)
                 if tier is None:
                     await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=0)
                 else:

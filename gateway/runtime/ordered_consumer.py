@@ -52,6 +52,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._owner._on_rebalance()
         log.info("partitions_assigned", group=self._owner.group_id, partitions=sorted(str(tp) for tp in assigned))
 
 
@@ -68,6 +69,7 @@ class KeyOrderedConsumer:
         options: ConsumerOptions = ConsumerOptions(),
         on_in_flight: Callable[[int], None] | None = None,
         on_paused: Callable[[int], None] | None = None,
+        on_rebalance: Callable[[], None] | None = None,
     ) -> None:
         self.group_id = group_id
         self._bootstrap = bootstrap_servers
@@ -76,6 +78,8 @@ class KeyOrderedConsumer:
         self._opt = options
         self._on_in_flight = on_in_flight or (lambda _n: None)
         self._on_paused = on_paused or (lambda _n: None)
+        # Called when partitions are revoked and when they are assigned: what was owned may have moved.
+        self._on_rebalance = on_rebalance or (lambda: None)
         self._consumer: AIOKafkaConsumer | None = None
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -290,6 +294,7 @@ class KeyOrderedConsumer:
         # Finish what we hold of the revoked partitions and commit it, so the next owner starts exactly
         # after our last finished message; what does not finish in time is redone there (idempotently).
         await self._drain(lambda tp: tp in revoked)
+        self._on_rebalance()
         try:
             await self._commit(only=revoked)
         except Exception as exc:

@@ -7,7 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -49,7 +50,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)  # the default ./state/ may not exist yet
         engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
@@ -67,13 +68,26 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
+def create_threaded_sqlite_engine(url: str, *, pool_size: int = 2) -> Engine:
+    """A synchronous engine on the same SQLite file (pysqlite), for work run whole in a worker thread.
+
+    Same pragmas and BEGIN handling as `create_engine`. Connections may be used by another thread than the
+    one that opened them (never by two at once: the pool hands each to one caller)."""
+    parsed = make_url(normalise_url(url)).set(drivername="sqlite+pysqlite")
+    engine = create_sync_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, connect_args={"check_same_thread": False}
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine (same pool), but transactions take SQLite's write lock up front."""
     return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module (which skips BEGIN before SELECT
         # and DDL), so the "begin" hook below decides exactly when and how a transaction starts.
@@ -89,7 +103,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import writer
 from gateway.store.schema import (
@@ -185,20 +185,17 @@ def _span(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seq {first}..{last}"
 
 
-async def append_in(conn: AsyncConnection, entries: Sequence[ExchangeEntry]) -> list[LedgerRecord]:
+def append_rows(conn: Connection, entries: Sequence[ExchangeEntry]) -> list[LedgerRecord]:
     """Seal `entries` as the next records of the chain inside the caller's write transaction.
 
     The chain head row is the serialisation point: SELECT ... FOR UPDATE on PostgreSQL (other processes
     block on it until the caller commits), BEGIN IMMEDIATE on SQLite (the database write lock). Callers in
     one process also hold `append_lock(engine)` so that coroutines queue here rather than in the database.
+    Synchronous, so that a whole batch can run in one worker thread (see gateway.store.batch_runner).
     """
     if not entries:
         return []
-    head = (
-        await conn.execute(
-            select(ledger_head.c.last_seq, ledger_head.c.last_hash).where(ledger_head.c.id == 1).with_for_update()
-        )
-    ).one()
+    head = conn.execute(_HEAD_FOR_UPDATE).one()
     seq, prev = head.last_seq, head.last_hash
     records: list[LedgerRecord] = []
     rows: list[dict[str, Any]] = []
@@ -209,9 +206,17 @@ async def append_in(conn: AsyncConnection, entries: Sequence[ExchangeEntry]) -> 
         records.append(LedgerRecord(**values, seq=seq, prev_hash=prev, record_hash=record_hash))
         rows.append({**values, "seq": seq, "prev_hash": prev, "record_hash": record_hash})
         prev = record_hash
-    await conn.execute(insert(ledger_entries), rows)
-    await conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(last_seq=seq, last_hash=prev))
+    conn.execute(_INSERT_ENTRIES, rows)
+    conn.execute(_MOVE_HEAD, {"last_seq": seq, "last_hash": prev})
     return records
+
+
+# Built once: constructing the expressions per batch showed in the profile.
+_HEAD_FOR_UPDATE = (
+    select(ledger_head.c.last_seq, ledger_head.c.last_hash).where(ledger_head.c.id == 1).with_for_update()
+)
+_INSERT_ENTRIES = insert(ledger_entries)
+_MOVE_HEAD = update(ledger_head).where(ledger_head.c.id == 1)
 
 
 def append_lock(engine: AsyncEngine) -> asyncio.Lock:
@@ -239,7 +244,7 @@ class Ledger:
         processes block on it until we commit), BEGIN IMMEDIATE on SQLite (the database write lock).
         """
         async with self._lock, self._writer.begin() as conn:
-            (record,) = await append_in(conn, (entry,))
+            (record,) = await conn.run_sync(append_rows, (entry,))
         return record
 
     async def for_dossier(self, dossier_code: str) -> list[LedgerRecord]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store.database import writer
-from gateway.store.ledger import ExchangeEntry, append_in, append_lock
+from gateway.store.batch_runner import batch_runner
+from gateway.store.ledger import ExchangeEntry, append_lock, append_rows
+from gateway.store.owned_versions import OwnedVersions
 from gateway.store.parking import parked_messages
 from gateway.store.processed import mark_row, mark_statement
 from gateway.store.schema import processed_events, sync_state
@@ -132,17 +134,18 @@ _PARKED_IN = (
     .where(_K.adapter == bindparam("adapter"), _K.dossier_code.in_(bindparam("codes", expanding=True)))
     .distinct()
 )
+_VERSIONS_FOR_UPDATE = _VERSIONS_IN.with_for_update()
 
 
 class GroupCommitter:
     """Batched lookups (`known`) and batched outcomes (`settle`) over one engine."""
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
-        self._engine = engine
-        self._writer = writer(engine)
+        self._runner = batch_runner(engine)
         self._lock = append_lock(engine)
         self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch)
         self._writes: _Batcher[Settlement, bool] = _Batcher("group-commit", self._write, max_batch)
+        self.owned = OwnedVersions()
 
     @property
     def batches(self) -> int:
@@ -152,75 +155,120 @@ class GroupCommitter:
     def settled(self) -> int:
         return self._writes.items
 
-    async def known(self, adapter: str, event_id: str, dossier_code: str) -> Known:
-        """Processed flag, last synced version and parked flag of one message's dossier."""
-        return await self._reads.submit(Lookup(adapter, event_id, dossier_code))
+    @property
+    def looked_up(self) -> int:
+        """Lookups that went to the database (the rest were answered by `owned`)."""
+        return self._reads.items
+
+    async def known(self, adapter: str, event_id: str, dossier_code: str, *, owned_version: int | None = None) -> Known:
+        """Processed flag, last synced version and parked flag of one message's dossier.
+
+        `owned_version`: the message's dossier version, given only when the message came keyed by its dossier
+        code from a partition this process owns (see gateway.store.owned_versions); a version newer than the
+        remembered one is answered without the database.
+        """
+        if owned_version is not None:
+            newer, last = self.owned.newer_than_known(adapter, dossier_code, owned_version)
+            if newer:
+                return Known(processed=False, last_version=last, parked=False)
+        known = await self._reads.submit(Lookup(adapter, event_id, dossier_code))
+        if owned_version is not None and not known.parked:
+            self.owned.remember(adapter, dossier_code, known.last_version)
+        return known
 
     async def settle(self, settlement: Settlement) -> bool:
         """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed."""
-        return await self._writes.submit(settlement)
+        won = await self._writes.submit(settlement)
+        if (a := settlement.advance) is not None:
+            if won:
+                self.owned.advanced(settlement.adapter, a.dossier_code, a.version)
+            else:  # someone else is ahead of what we remembered
+                self.owned.forget(settlement.adapter, a.dossier_code)
+        return won
+
+    def forget(self, adapter: str, dossier_code: str) -> None:
+        """The dossier is being parked: its version may now move in another process (a tier's consumer)."""
+        self.owned.forget(adapter, dossier_code)
+
+    def forget_all(self) -> None:
+        """Partitions moved: nothing remembered is certain any more."""
+        self.owned.clear()
 
     async def close(self) -> None:
         await self._reads.close()
         await self._writes.close()
+        self._runner.close()
 
     async def _read(self, batch: list[Lookup]) -> list[Known]:
-        processed: set[tuple[str, str]] = set()
-        versions: dict[tuple[str, str], int] = {}
-        parked: set[tuple[str, str]] = set()
-        async with self._engine.connect() as conn:
-            for adapter in {x.adapter for x in batch}:
-                ids = list({x.event_id for x in batch if x.adapter == adapter})
-                codes = list({x.dossier_code for x in batch if x.adapter == adapter})
-                for (event_id,) in await conn.execute(_PROCESSED_IN, {"adapter": adapter, "ids": ids}):
-                    processed.add((adapter, event_id))
-                for code, version in await conn.execute(_VERSIONS_IN, {"adapter": adapter, "codes": codes}):
-                    versions[(adapter, code)] = version
-                for (code,) in await conn.execute(_PARKED_IN, {"adapter": adapter, "codes": codes}):
-                    parked.add((adapter, code))
-        return [
-            Known(
-                processed=(x.adapter, x.event_id) in processed,
-                last_version=versions.get((x.adapter, x.dossier_code)),
-                parked=(x.adapter, x.dossier_code) in parked,
-            )
-            for x in batch
-        ]
+        return await self._runner.read(functools.partial(_look_up, batch=batch))
 
     async def _write(self, batch: list[Settlement]) -> list[bool]:
-        async with self._lock, self._writer.begin() as conn:
-            current = await self._current_versions(conn, batch)
-            results: list[bool] = []
-            advances: dict[tuple[str, str], dict[str, Any]] = {}
-            marks: list[dict[str, Any]] = []
-            entries: list[ExchangeEntry] = []
-            for s in batch:
-                won = True
-                if s.advance is not None:
-                    a, k = s.advance, (s.adapter, s.advance.dossier_code)
-                    won = a.version > current.get(k, 0)
-                    if won:
-                        current[k] = a.version
-                        advances[k] = advance_row(
-                            s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer
-                        )
-                if s.processed_outcome is not None and won:
-                    marks.append(mark_row(s.adapter, s.event_id, s.processed_outcome))
-                entries.extend(s.ledger)
-                results.append(won)
-            if advances:
-                await conn.execute(advance_statement(conn.dialect.name), list(advances.values()))
-            if marks:
-                await conn.execute(mark_statement(conn.dialect.name), marks)
-            await append_in(conn, entries)
-        return results
+        async with self._lock:
+            return await self._runner.write(functools.partial(_persist, batch=batch))
 
-    async def _current_versions(self, conn: AsyncConnection, batch: list[Settlement]) -> dict[tuple[str, str], int]:
-        """Stored versions of the batch's dossiers, locked on PostgreSQL until commit (SQLite holds its write lock)."""
-        current: dict[tuple[str, str], int] = {}
-        for adapter in {s.adapter for s in batch if s.advance is not None}:
-            codes = list({s.advance.dossier_code for s in batch if s.adapter == adapter and s.advance is not None})
-            query = _VERSIONS_IN.with_for_update() if conn.dialect.name == "postgresql" else _VERSIONS_IN
-            for code, version in await conn.execute(query, {"adapter": adapter, "codes": codes}):
-                current[(adapter, code)] = version
-        return current
+
+def _look_up(conn: Connection, batch: list[Lookup]) -> list[Known]:
+    """Three IN queries per adapter answer the whole batch.
+
+    Parked first: a retry tier settles a dossier before it releases its parking row, so a dossier seen
+    unparked here has its newest version visible to the next query, even without one snapshot (PostgreSQL's
+    read committed); that is what makes an unparked answer safe to remember.
+    """
+    processed: set[tuple[str, str]] = set()
+    versions: dict[tuple[str, str], int] = {}
+    parked: set[tuple[str, str]] = set()
+    for adapter in {x.adapter for x in batch}:
+        ids = list({x.event_id for x in batch if x.adapter == adapter})
+        codes = list({x.dossier_code for x in batch if x.adapter == adapter})
+        for (code,) in conn.execute(_PARKED_IN, {"adapter": adapter, "codes": codes}):
+            parked.add((adapter, code))
+        for code, version in conn.execute(_VERSIONS_IN, {"adapter": adapter, "codes": codes}):
+            versions[(adapter, code)] = version
+        for (event_id,) in conn.execute(_PROCESSED_IN, {"adapter": adapter, "ids": ids}):
+            processed.add((adapter, event_id))
+    return [
+        Known(
+            processed=(x.adapter, x.event_id) in processed,
+            last_version=versions.get((x.adapter, x.dossier_code)),
+            parked=(x.adapter, x.dossier_code) in parked,
+        )
+        for x in batch
+    ]
+
+
+def _persist(conn: Connection, batch: list[Settlement]) -> list[bool]:
+    """One transaction for the whole batch: guarded advances, processed marks, ledger lines."""
+    current = _current_versions(conn, batch)
+    results: list[bool] = []
+    advances: dict[tuple[str, str], dict[str, Any]] = {}
+    marks: list[dict[str, Any]] = []
+    entries: list[ExchangeEntry] = []
+    for s in batch:
+        won = True
+        if s.advance is not None:
+            a, k = s.advance, (s.adapter, s.advance.dossier_code)
+            won = a.version > current.get(k, 0)
+            if won:
+                current[k] = a.version
+                advances[k] = advance_row(s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer)
+        if s.processed_outcome is not None and won:
+            marks.append(mark_row(s.adapter, s.event_id, s.processed_outcome))
+        entries.extend(s.ledger)
+        results.append(won)
+    if advances:
+        conn.execute(advance_statement(conn.dialect.name), list(advances.values()))
+    if marks:
+        conn.execute(mark_statement(conn.dialect.name), marks)
+    append_rows(conn, entries)
+    return results
+
+
+def _current_versions(conn: Connection, batch: list[Settlement]) -> dict[tuple[str, str], int]:
+    """Stored versions of the batch's dossiers, locked on PostgreSQL until commit (SQLite holds its write lock)."""
+    current: dict[tuple[str, str], int] = {}
+    for adapter in {s.adapter for s in batch if s.advance is not None}:
+        codes = list({s.advance.dossier_code for s in batch if s.adapter == adapter and s.advance is not None})
+        query = _VERSIONS_FOR_UPDATE if conn.dialect.name == "postgresql" else _VERSIONS_IN
+        for code, version in conn.execute(query, {"adapter": adapter, "codes": codes}):
+            current[(adapter, code)] = version
+    return current

@@ -142,17 +142,22 @@ async def test_two_consumers_share_partitions_and_the_survivor_takes_over(kafka_
 
     a = KeyOrderedConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, topics=(topic,),
                            handler=handler_for("a"), options=ConsumerOptions(commit_interval_s=0.1))
+    b_moves: list[int] = []  # on_rebalance calls: what the state cache (store.owned_versions) relies on
     b = KeyOrderedConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, topics=(topic,),
-                           handler=handler_for("b"), options=ConsumerOptions(commit_interval_s=0.1))
+                           handler=handler_for("b"), options=ConsumerOptions(commit_interval_s=0.1),
+                           on_rebalance=lambda: b_moves.append(len(owners["b"])))
     await asyncio.gather(a.start(), b.start())
     total = await _produce(kafka_bootstrap, topic, keys=40, per_key=10)
     try:
         assert await wait_until(lambda: sum(counts.values()) >= total, timeout_s=60)
         assert owners["a"] and owners["b"] and not (owners["a"] & owners["b"])  # split, not shared
+        moves_before = len(b_moves)
+        assert moves_before >= 1  # at least its first assignment
         await a.stop()
         owners["b"].clear()
         more = await _produce(kafka_bootstrap, topic, keys=40, per_key=5)
         assert await wait_until(lambda: sum(counts.values()) >= total + more, timeout_s=60)
+        assert len(b_moves) > moves_before  # told that partitions moved when a left
     finally:
         await b.stop()
     assert all(n >= 15 for n in counts.values())  # every key's messages arrived (at least once)

@@ -1,0 +1,83 @@
+"""The group committer's lookups and the owned-version memory in front of them, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.store import Advance, Settlement, Store, open_store
+
+ADAPTER = "national_portal"
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def lookups(store: Store) -> int:
+    return store.committer.looked_up
+
+
+async def test_a_newer_version_of_an_owned_dossier_needs_no_lookup(store: Store) -> None:
+    c = store.committer
+    first = await c.known(ADAPTER, "e1", "D1", owned_version=1)
+    assert (first.processed, first.last_version, first.parked) == (False, None, False)
+    assert lookups(store) == 1
+    assert await c.settle(Settlement(ADAPTER, "e1", Advance("D1", 1, 2, None), processed_outcome="synced"))
+    second = await c.known(ADAPTER, "e2", "D1", owned_version=2)
+    assert (second.processed, second.last_version, second.parked) == (False, 1, False)
+    assert lookups(store) == 1  # answered from memory
+    # The same version again is a duplicate: only the database can say so.
+    again = await c.known(ADAPTER, "e1", "D1", owned_version=1)
+    assert (again.processed, again.last_version) == (True, 1)
+    assert lookups(store) == 2
+
+
+async def test_records_not_known_to_be_owned_always_ask_the_database(store: Store) -> None:
+    c = store.committer
+    await c.known(ADAPTER, "e1", "D1")
+    await c.known(ADAPTER, "e2", "D1")
+    assert lookups(store) == 2
+    assert len(c.owned) == 0
+
+
+async def test_a_parked_dossier_is_not_remembered(store: Store) -> None:
+    c = store.committer
+    await store.parking.park(ADAPTER, "D1", "e1", tier=0)
+    known = await c.known(ADAPTER, "e2", "D1", owned_version=2)
+    assert known.parked
+    await c.known(ADAPTER, "e3", "D1", owned_version=3)
+    assert lookups(store) == 2  # still asking: the tier's consumer may advance it meanwhile
+    # A retry tier settles the parked message: that does not make the dossier remembered either.
+    assert await c.settle(Settlement(ADAPTER, "e1", Advance("D1", 1, 2, None), processed_outcome="synced"))
+    assert len(c.owned) == 0
+
+
+async def test_rebalance_and_lost_writes_make_it_ask_again(store: Store) -> None:
+    c = store.committer
+    await c.known(ADAPTER, "e1", "D1", owned_version=1)
+    # Another process advanced the dossier (it owned the partition for a while): our memory is stale ...
+    assert await store.sync_state.advance(ADAPTER, "D1", 5, 2, None)
+    c.forget_all()  # ... which is why a rebalance empties it
+    known = await c.known(ADAPTER, "e6", "D1", owned_version=6)
+    assert known.last_version == 5
+    assert lookups(store) == 2
+    # A write that loses its compare-and-set forgets the dossier as well.
+    assert await store.sync_state.advance(ADAPTER, "D1", 7, 2, None)
+    assert not await c.settle(Settlement(ADAPTER, "e6", Advance("D1", 6, 2, None), processed_outcome="synced"))
+    assert (await c.known(ADAPTER, "e8", "D1", owned_version=8)).last_version == 7
+    assert lookups(store) == 3
+
+
+async def test_forget_on_parking(store: Store) -> None:
+    c = store.committer
+    await c.known(ADAPTER, "e1", "D1", owned_version=1)
+    c.forget(ADAPTER, "D1")
+    await c.known(ADAPTER, "e2", "D1", owned_version=2)
+    assert lookups(store) == 2
