@@ -48,10 +48,10 @@ class AddedLatencyConfig:
     latency_ms: float = 50.0
     warmup_s: float = 3.0  # events produced in the first seconds are left out (connections, first login)
     max_in_flight: int = 500  # the gateway's default
-    # The second run: a shorter consumer fetch wait. The embedded Tansu broker holds an idle fetch for the
-    # whole wait even when data arrives meanwhile (Apache Kafka answers at once), so the default adds up to
-    # that wait before the gateway sees an event.
-    variant_fetch_max_wait_ms: int = 10
+    # The second run: the former default fetch wait (50 ms). The embedded Tansu broker holds an idle fetch
+    # for the whole wait even when data arrives meanwhile (Apache Kafka answers at once), so the wait adds
+    # up to itself before the gateway sees an event; the default is now 10 ms.
+    variant_fetch_max_wait_ms: int = 50
     seed: int = 2020
 
 

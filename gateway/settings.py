@@ -28,10 +28,12 @@ class KafkaSettings(BaseModel):
     group_prefix: str = "gateway"
     session_timeout_ms: int = 6000
     fetch_max_wait_ms: int = Field(
-        default=50,
+        default=10,
         ge=0,
-        description="longest a fetch waits for data; the embedded broker holds a fetch this long even when data "
-        "arrives (aiokafka's 500 ms default adds up to half a second of latency there)",
+        description="longest a fetch of the input topic waits for data; the embedded broker holds a fetch this "
+        "long even when data arrives (aiokafka's 500 ms default adds up to half a second of latency there; 50 ms "
+        "measured p99 47 ms added latency, 10 ms 20-25 ms, at 0.07 cores of idle polling). Apache Kafka answers "
+        "as soon as data arrives, so a longer wait there only saves idle polls",
     )
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

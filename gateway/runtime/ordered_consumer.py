@@ -38,7 +38,7 @@ class ConsumerOptions:
     drain_timeout_s: float = 15.0
     session_timeout_ms: int = 6000  # the embedded broker admits a member after session_timeout/2
     heartbeat_interval_ms: int = 1500
-    fetch_max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 10
     pause_after_s: float = 1.0  # saturation this long pauses the partitions (see _fetch_loop)
     handler_bug_backoff_s: float = 1.0
     extra: Mapping[str, Any] | None = None  # passed to AIOKafkaConsumer (security settings, client id, ...)
