@@ -1,10 +1,11 @@
 """overhead: the gateway vs a minimal hand-written loop, against a portal that answers at once.
 
 Both drain the same pre-produced events from the same 12 partitions, one after the other, each with a fresh
-broker and simulator, each as its own process on uvloop. The minimal loop is what one would write without
-the gateway: an aiokafka consumer in a group committing every N messages, per message decode (the contract
-parser: the portal mapping needs the model) and the same portal calls through the same PortalClient, then a
-small result record through AIOKafkaProducer, under an asyncio.Semaphore of the gateway's max_in_flight.
+broker and simulator, each as its own process on uvloop, in three alternating rounds (medians reported).
+The minimal loop is what one would write without the gateway: an aiokafka consumer in a group committing every
+N messages, per message decode (the contract parser: the portal mapping needs the model) and the same portal
+calls through the same PortalClient, then a small result record through AIOKafkaProducer, under an
+asyncio.Semaphore of the gateway's max_in_flight.
 No per-dossier ordering, no ledger, no retries, no metrics.
 
 Then the gateway is profiled with py-spy while it drains a larger backlog: where its time goes.
@@ -50,11 +51,12 @@ class OverheadConfig:
     commit_every: int = 500
     profile_events: int = 40_000
     profile_s: float = 20.0
+    rounds: int = 3
     seed: int = 2019
 
 
 FULL = OverheadConfig()
-QUICK = OverheadConfig(events=3_000, profile_events=6_000, profile_s=3.0)
+QUICK = OverheadConfig(events=3_000, profile_events=6_000, profile_s=3.0, rounds=1)
 
 
 # -- the minimal loop (runs in its own process) ----------------------------------------------------------------
@@ -189,10 +191,17 @@ async def run(quick: bool = False, log: Any = print, cfg: OverheadConfig | None 
     journeys, items = workload(cfg.events, cfg.seed)
     log(f"overhead: {len(items)} events of {len(journeys)} dossiers, portal latency 0, "
         f"max_in_flight {cfg.max_in_flight}, workdir {root}")
-    gateway = await drain(root / "gateway", journeys, items, GatewayRunner(cfg.max_in_flight), latency_ms=0.0,
-                          log=log)
-    minimal = await drain(root / "minimal", journeys, items, MinimalRunner(cfg.max_in_flight, cfg.commit_every),
-                          latency_ms=0.0, log=log, check_order=True, stall_s=5.0)
+    # Rounds alternate gateway and minimal runs: this VM's speed drifts by 20-30 % within minutes, so one run
+    # of each can compare a fast minute with a slow one. The figures are the medians; every round is kept.
+    rounds: list[dict[str, Any]] = []
+    for n in range(cfg.rounds):
+        g = await drain(root / f"gateway-{n}", journeys, items, GatewayRunner(cfg.max_in_flight), latency_ms=0.0,
+                        log=log)
+        m = await drain(root / f"minimal-{n}", journeys, items, MinimalRunner(cfg.max_in_flight, cfg.commit_every),
+                        latency_ms=0.0, log=log, check_order=True, stall_s=5.0)
+        rounds.append({"gateway": g, "minimal": m, "ratio": round(g["eps"] / m["eps"], 2) if m["eps"] else None})
+    gateway = _median_run([r["gateway"] for r in rounds])
+    minimal = _median_run([r["minimal"] for r in rounds])
 
     # Profile on a separate run (py-spy takes CPU from the same two cores).
     p_journeys, p_items = workload(cfg.profile_events, cfg.seed + 1)
@@ -207,6 +216,12 @@ async def run(quick: bool = False, log: Any = print, cfg: OverheadConfig | None 
         "gateway_eps": gateway["eps"],
         "minimal_eps": minimal["eps"],
         "ratio": round(ratio, 2) if ratio is not None else None,
+        "rounds": cfg.rounds,
+        "ratio_by_round": [r["ratio"] for r in rounds],
+        "gateway_eps_by_round": [r["gateway"]["eps"] for r in rounds],
+        "minimal_eps_by_round": [r["minimal"]["eps"] for r in rounds],
+        "gateway_cpu_ms_per_event_by_round": [_cpu_ms_per_event(r["gateway"], "gateway") for r in rounds],
+        "minimal_cpu_ms_per_event_by_round": [_cpu_ms_per_event(r["minimal"], "minimal") for r in rounds],
         "portal_latency_ms": 0.0,
         "max_in_flight": cfg.max_in_flight,
         "minimal_commit_every": cfg.commit_every,
@@ -232,6 +247,11 @@ async def run(quick: bool = False, log: Any = print, cfg: OverheadConfig | None 
         "profile_threads": profile.get("thread_busy_share"),
         "profile_samples": profile.get("samples"),
     }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median events/s (the upper median for an even count)."""
+    return sorted(runs, key=lambda r: r["eps"])[len(runs) // 2]
 
 
 def _cpu_ms_per_event(r: dict[str, Any], name: str) -> float | None:

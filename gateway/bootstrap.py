@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import structlog
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ from gateway.pipeline import Pipeline
 from gateway.retry_topics import build_tiers
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
-from gateway.runtime.publisher import BrokerPublisher
+from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher
 from gateway.runtime.tuning import settle_heap
 from gateway.settings import GatewaySettings
 from gateway.store import Store, open_store
@@ -65,6 +66,7 @@ class Gateway:
     runtimes: list[AdapterRuntime] = field(default_factory=list)
     server: OperatorServer | None = None
     store: Store | None = None
+    results_producer: AIOKafkaProducer | None = None
     _sampler: asyncio.Task[None] | None = None
 
     async def _sample(self, every_s: float = 5.0) -> None:
@@ -99,6 +101,9 @@ class Gateway:
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
                 await rt.client.close()
+        with contextlib.suppress(Exception):
+            if self.results_producer is not None:
+                await self.results_producer.stop()
         with contextlib.suppress(Exception):
             await self.broker.stop()
         if self.store is not None:
@@ -193,6 +198,12 @@ async def start_gateway(
             bootstrap, topics, settings.kafka.replication_factor, configs=keep, **security_options(settings.kafka)
         )
         publisher = BrokerPublisher(broker)
+        gw.results_producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, client_id="dossier-gateway-results", acks="all",
+            **security_options(settings.kafka),
+        )
+        await gw.results_producer.start()
+        results = ProducerPublisher(gw.results_producer)
         options = ConsumerOptions(
             max_in_flight=settings.concurrency.max_in_flight,
             commit_interval_s=settings.concurrency.commit_interval_s,
@@ -212,7 +223,7 @@ async def start_gateway(
             )
             await client.start()
             pipeline = Pipeline(
-                adapter, publisher=publisher, committer=store.committer, parking=store.parking,
+                adapter, publisher=publisher, results=results, committer=store.committer, parking=store.parking,
                 tiers=ladders[name], breaker=breaker, metrics=metrics,
                 retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
                 max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes,

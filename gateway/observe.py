@@ -25,6 +25,7 @@ class ObservedClient:
         operation: str, method: Callable[..., Awaitable[T]], partner: str, metrics: GatewayMetrics
     ) -> Callable[..., Awaitable[T]]:
         latency = metrics.partner_latency.labels(partner, operation)
+        succeeded = metrics.partner_calls.labels(partner, operation, "ok")  # the usual case, resolved once
 
         @wraps(method)
         async def call(*args: Any, **kwargs: Any) -> T:
@@ -37,7 +38,7 @@ class ObservedClient:
                 raise
             finally:
                 latency.observe(time.perf_counter() - started)
-                metrics.partner_calls.labels(partner, operation, outcome).inc()
+                (succeeded if outcome == "ok" else metrics.partner_calls.labels(partner, operation, outcome)).inc()
 
         return call
 

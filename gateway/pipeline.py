@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 import structlog
@@ -117,6 +118,7 @@ class Pipeline:
         *,
         publisher: Publisher,
         committer: GroupCommitter,
+        results: Publisher | None = None,
         parking: ParkingLot,
         tiers: tuple[RetryTier, ...],
         breaker: CircuitBreaker,
@@ -127,7 +129,8 @@ class Pipeline:
         max_dead_letter_bytes: int = 8_000_000,
     ) -> None:
         self.adapter = adapter
-        self._publisher = publisher
+        self._publisher = publisher  # retry copies and dead letters
+        self._results = results or publisher
         self._committer = committer
         self._parking = parking
         self._tiers = tiers
@@ -138,9 +141,13 @@ class Pipeline:
         self._max_bytes = max_message_bytes
         self._max_dead_letter_bytes = max_dead_letter_bytes
         self._name = adapter.name
+        # Label children resolved once: `labels()` on every message showed in the profile.
+        self._events_in = metrics.events_in.labels(self._name)
+        self._sync_delay = metrics.sync_delay.labels(self._name)
+        self._processed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, record: InboundRecord) -> None:
-        self._metrics.events_in.labels(self._name).inc()
+        self._events_in.inc()
         try:
             event = decode(record.value, self._max_bytes)
         except InvalidMessage as exc:
@@ -349,7 +356,7 @@ class Pipeline:
         if not won:  # another process synced a newer version meanwhile (a rebalance overlap)
             await self._stale(record, event, record_it=False)
             return
-        self._metrics.sync_delay.labels(self._name).observe(max(0.0, time.time() - record.timestamp_ms / 1000))
+        self._sync_delay.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
         await self._report(
             event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
             partner_answer=delivered.partner_answer,
@@ -413,7 +420,7 @@ class Pipeline:
             self._name, event, outcome, attempts,
             partner_status=partner_status, partner_answer=partner_answer, reason=reason,
         )
-        await self._publisher.publish(self._results_topic, body, key=event.dossier_code.encode())
+        await self._results.publish(self._results_topic, body, key=event.dossier_code.encode())
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)
@@ -428,4 +435,9 @@ class Pipeline:
         )
 
     def _count(self, event: DossierEvent, outcome: str) -> None:
-        self._metrics.events_processed.labels(self._name, event.event_type, outcome).inc()
+        counter = self._processed.get((event.event_type, outcome))
+        if counter is None:
+            counter = self._processed[(event.event_type, outcome)] = self._metrics.events_processed.labels(
+                self._name, event.event_type, outcome
+            )
+        counter.inc()

