@@ -191,7 +191,7 @@ def _short_frame(frame: str) -> str:
 
 
 # Leaves py-spy --nonblocking reports as running although the thread waits (a C-level blocking get).
-_IDLE_LEAVES = ("(aiosqlite/core.py:59)",)
+_IDLE_LEAVES = ("(aiosqlite/core.py:59)", "_worker (concurrent/futures/thread.py:81)")
 # Frames every sample of a thread passes through: their total is 100 % and says nothing.
 _WRAPPERS = ("<module>", "Typer.", "Command.", "TyperGroup.", "_main (", "Context.invoke", "get_callback.", "run (",
              "Runner.run (", "Thread.", "_connection_worker_thread (")
@@ -207,8 +207,9 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("PortalHandlers.deliver (", "portal calls: mapping, JSON, aiohttp request/response"),
     ("Pipeline._report (", "result record: build, serialise, publish (FastStream + aiokafka)"),
     ("Pipeline._dead_letter (", "dead letters"),
-    ("GroupCommitter._write (", "settle batches: SQLAlchemy + ledger chain, main thread"),
-    ("GroupCommitter._read (", "state lookup batches: SQLAlchemy, main thread"),
+    ("_persist (gateway/store/settle.py", "settle batches: SQLAlchemy + SQLite + ledger chain (writer thread)"),
+    ("_look_up (gateway/store/settle.py", "state lookups: SQLAlchemy + SQLite (reader thread)"),
+    ("GroupCommitter.", "settle and lookup hand-offs to the database threads (main thread)"),
     ("_connection_worker_thread (", "SQLite itself (C, aiosqlite thread)"),
     ("KeyOrderedConsumer._fetch_loop (", "fetch + dispatch (aiokafka consumer)"),
     ("KeyOrderedConsumer._commit (", "offset commits"),
@@ -221,8 +222,8 @@ _PACKAGE_STAGES = {
     "aiokafka": "aiokafka background (fetcher, sender, heartbeats)",
     "aiohttp": "aiohttp I/O callbacks (response parsing, connection pool)",
     "asyncio": "asyncio machinery outside the pipeline (tasks, futures, streams)",
-    "sqlalchemy": "SQLAlchemy outside the batch coroutines (greenlet resumes)",
-    "aiosqlite": "SQLAlchemy outside the batch coroutines (greenlet resumes)",
+    "sqlalchemy": "SQLAlchemy outside the batches (parking lot, greenlet resumes, transaction ends)",
+    "aiosqlite": "SQLAlchemy outside the batches (parking lot, greenlet resumes, transaction ends)",
     "prometheus_client": "metrics (prometheus_client)",
     "faststream": "result record: build, serialise, publish (FastStream + aiokafka)",
 }
@@ -342,46 +343,63 @@ class Runner(Protocol):
 
 
 class GatewayRunner:
-    """`gateway run` with a given max_in_flight (and any other GATEWAY_* settings in `extra_env`)."""
+    """`gateway run` with a given max_in_flight (and any other GATEWAY_* settings in `extra_env`).
+
+    With `processes` > 1, that many processes join one consumer group; they must share a database that
+    several processes can use (PostgreSQL, in `extra_env`). Figures are summed or averaged over them.
+    """
 
     name = "gateway"
     results_topic = RESULTS_TOPIC
 
-    def __init__(self, max_in_flight: int, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, max_in_flight: int, extra_env: dict[str, str] | None = None, processes: int = 1) -> None:
         self.max_in_flight = max_in_flight
         self.extra_env = dict(extra_env or {})
+        self.processes = processes
         self._extra = {"GATEWAY_CONCURRENCY__MAX_IN_FLIGHT": str(max_in_flight), **self.extra_env}
-        self.gw: GatewayProcess | None = None
+        self.gws: list[GatewayProcess] = []
 
     async def start(self, workdir: Path, bootstrap: str, sim: Simulator) -> int:
-        self.gw = GatewayProcess.configure(workdir, bootstrap, sim, extra=self._extra)
-        pid = self.gw.start()
-        if not await self.gw.ready(60):
-            raise RuntimeError(f"gateway not ready in 60 s:\n{self.gw.log_tail()}")
-        return pid
+        for i in range(self.processes):
+            home = workdir if self.processes == 1 else workdir / f"process-{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            self.gws.append(GatewayProcess.configure(home, bootstrap, sim, extra=self._extra))
+        pids = [gw.start() for gw in self.gws]
+        for gw in self.gws:
+            if not await gw.ready(60):
+                raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
+        return pids[0]
+
+    def more_pids(self) -> list[int]:
+        """The processes after the first (drain() counts their CPU with the first's)."""
+        return [gw.pid for gw in self.gws[1:] if gw.pid is not None]
 
     def alive(self) -> bool:
-        return self.gw is not None and self.gw.alive()
+        return bool(self.gws) and all(gw.alive() for gw in self.gws)
 
     async def observe(self) -> dict[str, Any]:
-        assert self.gw is not None
         names = ("gateway_partner_call_seconds", "gateway_ledger_write_seconds", "gateway_sync_delay_seconds")
-        m = {f"{n}_{x}": await self.gw.metric(f"{n}_{x}") for n in names for x in ("sum", "count")}
+        m: dict[str, float | None] = {}
+        for gw in self.gws:
+            for key in (f"{n}_{x}" for n in names for x in ("sum", "count")):
+                value = await gw.metric(key)
+                if value is not None:
+                    m[key] = (m.get(key) or 0.0) + value
         return {
             "max_in_flight": self.max_in_flight,
+            **({"processes": self.processes} if self.processes > 1 else {}),
             **({"settings": self.extra_env} if self.extra_env else {}),
             "portal_call_ms_mean_seen_by_gateway": _mean_ms(m, "gateway_partner_call_seconds"),
             "ledger_write_ms_mean": _mean_ms(m, "gateway_ledger_write_seconds"),
             "sync_delay_ms_mean": _mean_ms(m, "gateway_sync_delay_seconds"),
-            "handler_bugs_logged": self.gw.log_count("handler_bug"),
+            "handler_bugs_logged": sum(gw.log_count("handler_bug") for gw in self.gws),
         }
 
     async def stop(self) -> None:
-        if self.gw is not None:
-            await self.gw.stop()
+        await asyncio.gather(*(gw.stop() for gw in self.gws))
 
     def log_tail(self) -> str:
-        return self.gw.log_tail() if self.gw is not None else ""
+        return "\n".join(gw.log_tail() for gw in self.gws)
 
 
 def _mean_ms(metrics: dict[str, float | None], name: str) -> float | None:
@@ -428,12 +446,16 @@ async def drain(
             first = await wait_applied(s.sim, 1, 30, alive=runner.alive)
             if first["ended"] != "complete":
                 raise RuntimeError(f"{runner.name} applied nothing within 30 s:\n{runner.log_tail()}")
-            clock = CpuClock({runner.name: pid, "simulator": s.sim.pid, "broker": s.broker_pid or 0,
-                              "bench": os.getpid()})
+            more = getattr(runner, "more_pids", list)()
+            clock = CpuClock({runner.name: pid, **{f"{runner.name}_{i + 2}": p for i, p in enumerate(more)},
+                              "simulator": s.sim.pid, "broker": s.broker_pid or 0, "bench": os.getpid()})
             if profile is not None:
                 spy = start_py_spy(pid, profile[1], profile[0])
             done = await wait_applied(s.sim, target, deadline_s, stall_s=stall_s, alive=runner.alive)
             cores = clock.read()
+            for i in range(len(more)):  # several processes: one figure for all of them
+                cores[f"{runner.name}_cpu_cores"] = round(
+                    cores[f"{runner.name}_cpu_cores"] + cores.pop(f"{runner.name}_{i + 2}_cpu_cores"), 2)
             own = await runner.observe()
             spy_error = await finish_py_spy(spy, profile[1] + 30) if spy is not None else ""
             results = await read_topic(s.bootstrap, runner.results_topic, expect=len(items), timeout_s=60,
