@@ -31,9 +31,8 @@ class KafkaSettings(BaseModel):
         default=10,
         ge=0,
         description="longest a fetch of the input topic waits for data; the embedded broker holds a fetch this "
-        "long even when data arrives (aiokafka's 500 ms default adds up to half a second of latency there; 50 ms "
-        "measured p99 47 ms added latency, 10 ms 20-25 ms, at 0.07 cores of idle polling). Apache Kafka answers "
-        "as soon as data arrives, so a longer wait there only saves idle polls",
+        "long even when data arrives, so it adds up to this much latency there (docs/benchmarks.md: added_latency). "
+        "Apache Kafka answers as soon as data arrives, so a longer wait there only saves idle polls",
     )
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

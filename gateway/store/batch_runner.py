@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store.database import SQLITE_BEGIN_OPTION, create_threaded_sqlite_engine, writer
+from gateway.store.database import create_threaded_sqlite_engine, writer
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -44,7 +44,7 @@ class ThreadedSqliteRunner:
 
     def __init__(self, url: str) -> None:
         self._engine = create_threaded_sqlite_engine(url)
-        self._writer = self._engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        self._writer = writer(self._engine)
         # One thread each: WAL lets the reader run beside the writer, and SQLite has one writer anyway.
         self._reads = ThreadPoolExecutor(1, thread_name_prefix="sqlite-read")
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")

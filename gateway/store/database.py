@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -81,7 +83,10 @@ def create_threaded_sqlite_engine(url: str, *, pool_size: int = 2) -> Engine:
     return engine
 
 
-def writer(engine: AsyncEngine) -> AsyncEngine:
+AnyEngine = TypeVar("AnyEngine", Engine, AsyncEngine)
+
+
+def writer(engine: AnyEngine) -> AnyEngine:
     """The same engine (same pool), but transactions take SQLite's write lock up front."""
     return engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
 
@@ -94,9 +99,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # WAL: readers never block the writer and vice versa; one writer at a time.
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            # WAL: readers never block the writer and vice versa; one writer at a time.
+            _switch_to_wal(cursor)
             # FULL keeps a committed ledger row across power loss; NORMAL could lose the last ones.
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -107,6 +112,24 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+
+
+def _switch_to_wal(cursor: Any, deadline_s: float = 10.0) -> None:
+    """PRAGMA journal_mode=WAL, retried while the file is locked.
+
+    On a new file the switch needs an exclusive lock and SQLite does not call the busy handler for it, so a
+    connection opened while another process creates the schema failed at once with "database is locked"
+    (test_concurrent_migrations_do_not_collide, about 1 run in 20). Once the file is in WAL mode the pragma
+    takes no lock."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
 
 
 def alembic_config(url: str) -> Config:

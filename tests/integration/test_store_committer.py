@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import Connection, select
 
 from gateway.store import Advance, Settlement, Store, open_store
+from gateway.store.batch_runner import batch_runner
+from gateway.store.schema import sync_state
+from gateway.store.sync_state import advance_row, advance_statement
 
 ADAPTER = "national_portal"
 
@@ -81,3 +85,25 @@ async def test_forget_on_parking(store: Store) -> None:
     c.forget(ADAPTER, "D1")
     await c.known(ADAPTER, "e2", "D1", owned_version=2)
     assert lookups(store) == 2
+
+
+async def test_a_batch_that_raises_is_rolled_back_whole(store: Store) -> None:
+    """The batch runner's write is one transaction on both backends (worker thread on SQLite, run_sync on PG)."""
+    runner = batch_runner(store.engine)
+    row = advance_row(ADAPTER, "D1", 3, 2, None)
+
+    def advance_then_fail(conn: Connection) -> None:
+        conn.execute(advance_statement(conn.dialect.name), [row])
+        raise RuntimeError("the batch broke half-way")
+
+    def versions(conn: Connection) -> dict[str, int]:
+        return {code: v for code, v in conn.execute(select(sync_state.c.dossier_code, sync_state.c.last_version))}
+
+    try:
+        with pytest.raises(RuntimeError, match="half-way"):
+            await runner.write(advance_then_fail)
+        assert await runner.read(versions) == {}
+        await runner.write(lambda conn: conn.execute(advance_statement(conn.dialect.name), [row]))
+        assert await runner.read(versions) == {"D1": 3}
+    finally:
+        runner.close()
