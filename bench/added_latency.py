@@ -1,7 +1,7 @@
 """added_latency: what the gateway adds on top of the partner's own latency, at moderate load.
 
 Events are produced at a steady pace (default 200 events/s) into a running `gateway run`; the portal
-simulator answers after 50 ms. For each synced event:
+simulator answers after 50 ms; three runs, medians reported. For each synced event:
 
     added = (result record timestamp − input record timestamp) − latency × portal calls of the event
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -52,11 +53,14 @@ class AddedLatencyConfig:
     # for the whole wait even when data arrives meanwhile (Apache Kafka answers at once), so the wait adds
     # up to itself before the gateway sees an event; the default is now 10 ms.
     variant_fetch_max_wait_ms: int = 50
+    # Runs with the default settings; p50/p99 are their medians. One run's p99 moves by ±10 ms from one
+    # minute to the next on this VM (the same commit measured 21 and 41 ms a quarter of an hour apart).
+    rounds: int = 3
     seed: int = 2020
 
 
 FULL = AddedLatencyConfig()
-QUICK = AddedLatencyConfig(duration_s=10.0, warmup_s=2.0)
+QUICK = AddedLatencyConfig(duration_s=10.0, warmup_s=2.0, rounds=1)
 
 
 
@@ -213,7 +217,9 @@ async def run(quick: bool = False, log: Any = print, cfg: AddedLatencyConfig | N
     root = Path(tempfile.mkdtemp(prefix="bench-added-latency-"))
     log(f"added_latency: {cfg.rate_eps:g} events/s for {cfg.duration_s:g} s, portal latency {cfg.latency_ms:g} ms, "
         f"workdir {root}")
-    default = await measure(cfg, root / "default", log, None)
+    rounds = [await measure(cfg, root / f"default-{n}", log, None) for n in range(cfg.rounds)]
+    # The round with the median p99 stands for all (its other figures are consistent with it).
+    default = sorted(rounds, key=lambda r: r.get("p99_ms") or 0.0)[len(rounds) // 2]
     short_wait = await measure(cfg, root / "fetch-wait", log, cfg.variant_fetch_max_wait_ms)
     default_wait = KafkaSettings().fetch_max_wait_ms
     hop_s = min(cfg.duration_s, 10.0)
@@ -221,9 +227,13 @@ async def run(quick: bool = False, log: Any = print, cfg: AddedLatencyConfig | N
             for w in (default_wait, cfg.variant_fetch_max_wait_ms)}
     log(f"  broker hop alone (plain aiokafka consumer): {hops}")
     return {
-        "p50_ms": default.get("p50_ms"),
-        "p99_ms": default.get("p99_ms"),
-        "max_ms": default.get("max_ms"),
+        "p50_ms": statistics.median(r.get("p50_ms") or 0.0 for r in rounds),
+        "p99_ms": statistics.median(r.get("p99_ms") or 0.0 for r in rounds),
+        "max_ms": max(r.get("max_ms") or 0.0 for r in rounds),
+        "rounds": cfg.rounds,
+        "p50_ms_by_round": [r.get("p50_ms") for r in rounds],
+        "p99_ms_by_round": [r.get("p99_ms") for r in rounds],
+        "gateway_cpu_cores_by_round": [r.get("gateway_cpu_cores") for r in rounds],
         "load_eps": cfg.rate_eps,
         "portal_latency_ms": cfg.latency_ms,
         "duration_s": cfg.duration_s,
