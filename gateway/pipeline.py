@@ -171,8 +171,7 @@ class Pipeline:
         if self.adapter.ordered_by_version and stale:
             await self._stale(record, event)
             return
-        if known.parked and self._tiers:
-            self._committer.forget(self._name, event.dossier_code)
+        if known.parked and self._tiers:  # (a parked dossier is never remembered: nothing to forget here)
             parked = await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=None)
             if parked is not None:  # an earlier message of this dossier waits: queue behind it
                 await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
@@ -357,10 +356,10 @@ class Pipeline:
             await self._stale(record, event, record_it=False)
             return
         self._sync_delay.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
-        await self._report(
-            event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
+        await self._report(event, sync_result(
+            self._name, event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
             partner_answer=delivered.partner_answer,
-        )
+        ))
         self._count(event, "synced")
 
     async def _failed(
@@ -374,7 +373,7 @@ class Pipeline:
         # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         outcome = SyncOutcome.REJECTED if permanent else SyncOutcome.DEAD_LETTERED
-        await self._report(event, outcome, attempts, reason=exc.reason)
+        await self._report(event, sync_result(self._name, event, outcome, attempts, reason=exc.reason))
         await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now))
         self._count(event, "rejected" if permanent else "dead_lettered")
 
@@ -386,7 +385,8 @@ class Pipeline:
             entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, detail)
             await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,),
                                           processed_outcome="stale_dropped"))
-        await self._report(event, SyncOutcome.STALE_DROPPED, 1, reason="a newer version was already synced")
+        reason = "a newer version was already synced"
+        await self._report(event, sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason))
         self._count(event, "stale_dropped")
 
     def _entry(
@@ -406,21 +406,9 @@ class Pipeline:
         self._metrics.ledger_write.observe(time.perf_counter() - started)
         return won
 
-    async def _report(
-        self,
-        event: DossierEvent,
-        outcome: SyncOutcome,
-        attempts: int,
-        *,
-        partner_status: int | None = None,
-        partner_answer: str | None = None,
-        reason: str | None = None,
-    ) -> None:
-        body = sync_result(
-            self._name, event, outcome, attempts,
-            partner_status=partner_status, partner_answer=partner_answer, reason=reason,
-        )
-        await self._results.publish(self._results_topic, body, key=event.dossier_code.encode())
+    async def _report(self, event: DossierEvent, result: bytes) -> None:
+        """Publish a `sync_result` message, keyed by the dossier like its event."""
+        await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)
