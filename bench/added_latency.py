@@ -33,12 +33,11 @@ from bench.gwload import (
     GatewayRunner,
     finish_py_spy,
     portal_calls,
-    stack,
     start_py_spy,
     wait_applied,
     workload,
 )
-from bench.harness import INPUT_TOPIC, RESULTS_TOPIC, read_topic, wait_until
+from bench.harness import INPUT_TOPIC, RESULTS_TOPIC, read_topic, stack, wait_until
 from gateway.settings import KafkaSettings
 
 

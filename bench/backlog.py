@@ -22,12 +22,9 @@ from bench.harness import (
     Deadline,
     GatewayProcess,
     ProcSampler,
-    Simulator,
-    create_gateway_topics,
     produce,
     rss_mb,
-    start_broker,
-    stop_broker,
+    stack,
 )
 from bench.loadkit import LoadPlan, finished_events, scrape, stream_items, wait_converged
 
@@ -49,112 +46,107 @@ QUICK = BacklogConfig(events=10_000, deadline_s=240.0)
 async def run(quick: bool = False, log: Any = print, cfg: BacklogConfig | None = None) -> dict[str, Any]:
     cfg = cfg or (QUICK if quick else FULL)
     workdir = Path(tempfile.mkdtemp(prefix="bench-backlog-"))
-    broker = await start_broker()
-    sim = Simulator(workdir, latency_ms=cfg.latency_ms)
-    sampler = ProcSampler(interval_s=0.5)
     gw: GatewayProcess | None = None
     plan = LoadPlan(seed=cfg.seed)
-    try:
-        bootstrap = broker.bootstrap_servers
-        await sim.start()
-        await create_gateway_topics(bootstrap)
-        t0 = time.monotonic()
-        await produce(bootstrap, INPUT_TOPIC, stream_items(plan, cfg.events), batch=2000)
-        produce_s = time.monotonic() - t0
-        bench_rss = rss_mb_self()
-        log(f"backlog: produced {plan.events} events of {plan.journeys} dossiers in {produce_s:.1f} s "
-            f"(bench process RSS {bench_rss:.0f} MB); workdir {workdir}")
-
-        gw = GatewayProcess.configure(workdir, bootstrap, sim)
-        sampler.watch("simulator", sim.pid)
-        if broker.pid is not None:
-            sampler.watch("broker", broker.pid)
-        started = time.monotonic()
-        pid = gw.start()
-        sampler.watch("gateway", pid)
-        sampler.start()
-        if not await gw.ready(60):
-            raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
-        ready_s = time.monotonic() - started
-        rss_ready = rss_mb(pid) or 0.0
-        deadline = Deadline(cfg.deadline_s)
-
-        # Progress next to memory: (s since start, RSS MB, events finished, in flight).
-        progress: list[tuple[float, float, float, float]] = []
-        warm: dict[str, float] = {}
-
-        async def watch() -> None:
-            while True:
-                m = await scrape(gw)
-                rss = rss_mb(pid)
-                if m is not None and rss is not None:
-                    done = finished_events(m)
-                    t = round(time.monotonic() - started, 1)
-                    progress.append((t, round(rss, 1), done, m.get("gateway_in_flight_messages")))
-                    if not warm and done >= cfg.warm_events:
-                        warm.update(t=t, rss=rss, done=done)
-                await asyncio.sleep(1.0)
-
-        watcher = asyncio.create_task(watch())
+    async with stack(workdir, cfg.latency_ms) as s:
+        sim, bootstrap = s.sim, s.bootstrap
+        sampler = ProcSampler(interval_s=0.5)
         try:
-            converged, reached_at, lost = await wait_converged(sim, plan, deadline, check_every_s=10.0)
+            t0 = time.monotonic()
+            await produce(bootstrap, INPUT_TOPIC, stream_items(plan, cfg.events), batch=2000)
+            produce_s = time.monotonic() - t0
+            bench_rss = rss_mb_self()
+            log(f"backlog: produced {plan.events} events of {plan.journeys} dossiers in {produce_s:.1f} s "
+                f"(bench process RSS {bench_rss:.0f} MB); workdir {workdir}")
+
+            gw = GatewayProcess.configure(workdir, bootstrap, sim)
+            sampler.watch("simulator", sim.pid)
+            if s.broker_pid is not None:
+                sampler.watch("broker", s.broker_pid)
+            started = time.monotonic()
+            pid = gw.start()
+            sampler.watch("gateway", pid)
+            sampler.start()
+            if not await gw.ready(60):
+                raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
+            ready_s = time.monotonic() - started
+            rss_ready = rss_mb(pid) or 0.0
+            deadline = Deadline(cfg.deadline_s)
+
+            # Progress next to memory: (s since start, RSS MB, events finished, in flight).
+            progress: list[tuple[float, float, float, float]] = []
+            warm: dict[str, float] = {}
+
+            async def watch() -> None:
+                while True:
+                    m = await scrape(gw)
+                    rss = rss_mb(pid)
+                    if m is not None and rss is not None:
+                        done = finished_events(m)
+                        t = round(time.monotonic() - started, 1)
+                        progress.append((t, round(rss, 1), done, m.get("gateway_in_flight_messages")))
+                        if not warm and done >= cfg.warm_events:
+                            warm.update(t=t, rss=rss, done=done)
+                    await asyncio.sleep(1.0)
+
+            watcher = asyncio.create_task(watch())
+            try:
+                converged, reached_at, lost = await wait_converged(sim, plan, deadline, check_every_s=10.0)
+            finally:
+                watcher.cancel()
+            end = time.monotonic()
+            drain_s = (reached_at or end) - started
+            rss_end = rss_mb(pid) or 0.0
+            m = await scrape(gw)
+            alive = gw.alive()
+            await sampler.stop()
+            timeline = sampler.timeline.get("gateway", [])
+            peak = max((r for _, r in timeline), default=0.0)
+            peak_at = next((t for t, r in timeline if r == peak), 0.0)
+            draining = sorted(r for t, r in timeline if t >= warm.get("t", ready_s))
+            median = draining[len(draining) // 2] if draining else 0.0
+            rss_start = warm.get("rss", rss_ready)
+            stats = await sim.stats()
+            exit_code = await gw.stop()
+            log(f"backlog: drained in {drain_s:.1f} s, RSS start {rss_start:.0f} MB, peak {peak:.0f} MB")
+            return {
+                "events": plan.events,
+                "dossiers": plan.journeys,
+                "rss_mb_ready": round(rss_ready, 1),
+                "rss_mb_start": round(rss_start, 1),
+                "rss_mb_peak": round(peak, 1),
+                "rss_mb_end": round(rss_end, 1),
+                "rss_mb_median": round(median, 1),  # over the drain, from rss_mb_start on
+                "rss_peak_over_start": round(peak / rss_start, 2) if rss_start else None,
+                "flat": bool(rss_start and peak <= cfg.flat_factor * rss_start),
+                "rss_peak_at_s": peak_at,
+                "rss_start_at_s": warm.get("t"),
+                "drain_s": round(drain_s, 1),
+                "events_per_s": round(plan.events / drain_s, 1) if drain_s else None,
+                "events_per_s_after_ready": round(plan.events / (drain_s - ready_s), 1) if drain_s > ready_s else None,
+                "lost": len(lost),
+                "converged": converged,
+                "ready_s": round(ready_s, 2),
+                "produce_s": round(produce_s, 1),
+                "bench_process_rss_mb_after_produce": round(bench_rss, 1),
+                "duplicate_effects": stats["duplicate_effects"],
+                "status_regressions": stats["status_regressions"],
+                "portal_in_flight_max": stats["in_flight_max"],
+                "gateway_dead_letters": m.get("gateway_dead_letters_total") if m else None,
+                "gateway_retries": m.get("gateway_retries_total") if m else None,
+                "gateway_alive_at_end": alive,
+                "gateway_exit_code": exit_code,
+                **sampler.summary(),
+                # (s since gateway start, RSS MB, events finished, messages in flight), one per ~10 s
+                "gateway_progress_every_10s": _thin(progress, 10.0),
+                "lost_examples": lost[:5],
+                "settings": {**asdict(cfg), "max_in_flight": 500, "partitions": 12, "database": "sqlite file",
+                             "quick": quick},
+            }
         finally:
-            watcher.cancel()
-        end = time.monotonic()
-        drain_s = (reached_at or end) - started
-        rss_end = rss_mb(pid) or 0.0
-        m = await scrape(gw)
-        alive = gw.alive()
-        await sampler.stop()
-        timeline = sampler.timeline.get("gateway", [])
-        peak = max((r for _, r in timeline), default=0.0)
-        peak_at = next((t for t, r in timeline if r == peak), 0.0)
-        draining = sorted(r for t, r in timeline if t >= warm.get("t", ready_s))
-        median = draining[len(draining) // 2] if draining else 0.0
-        rss_start = warm.get("rss", rss_ready)
-        stats = await sim.stats()
-        exit_code = await gw.stop()
-        log(f"backlog: drained in {drain_s:.1f} s, RSS start {rss_start:.0f} MB, peak {peak:.0f} MB")
-        return {
-            "events": plan.events,
-            "dossiers": plan.journeys,
-            "rss_mb_ready": round(rss_ready, 1),
-            "rss_mb_start": round(rss_start, 1),
-            "rss_mb_peak": round(peak, 1),
-            "rss_mb_end": round(rss_end, 1),
-            "rss_mb_median": round(median, 1),  # over the drain, from rss_mb_start on
-            "rss_peak_over_start": round(peak / rss_start, 2) if rss_start else None,
-            "flat": bool(rss_start and peak <= cfg.flat_factor * rss_start),
-            "rss_peak_at_s": peak_at,
-            "rss_start_at_s": warm.get("t"),
-            "drain_s": round(drain_s, 1),
-            "events_per_s": round(plan.events / drain_s, 1) if drain_s else None,
-            "events_per_s_after_ready": round(plan.events / (drain_s - ready_s), 1) if drain_s > ready_s else None,
-            "lost": len(lost),
-            "converged": converged,
-            "ready_s": round(ready_s, 2),
-            "produce_s": round(produce_s, 1),
-            "bench_process_rss_mb_after_produce": round(bench_rss, 1),
-            "duplicate_effects": stats["duplicate_effects"],
-            "status_regressions": stats["status_regressions"],
-            "portal_in_flight_max": stats["in_flight_max"],
-            "gateway_dead_letters": m.get("gateway_dead_letters_total") if m else None,
-            "gateway_retries": m.get("gateway_retries_total") if m else None,
-            "gateway_alive_at_end": alive,
-            "gateway_exit_code": exit_code,
-            **sampler.summary(),
-            # (s since gateway start, RSS MB, events finished, messages in flight), one per ~10 s
-            "gateway_progress_every_10s": _thin(progress, 10.0),
-            "lost_examples": lost[:5],
-            "settings": {**asdict(cfg), "max_in_flight": 500, "partitions": 12, "database": "sqlite file",
-                         "quick": quick},
-        }
-    finally:
-        if gw is not None:
-            await gw.stop()
-        await sampler.stop()
-        await sim.stop()
-        await stop_broker(broker)
+            if gw is not None:
+                await gw.stop()
+            await sampler.stop()
 
 
 def rss_mb_self() -> float:

@@ -24,11 +24,8 @@ from bench.harness import (
     Deadline,
     GatewayProcess,
     ProcSampler,
-    Simulator,
-    create_gateway_topics,
     produce,
-    start_broker,
-    stop_broker,
+    stack,
 )
 from contracts.events import ProcessingStepDone, Rated
 from gateway.demo import count_lost, interleave
@@ -121,114 +118,110 @@ async def run(quick: bool = False, log: Any = print, cfg: CrashConfig | None = N
     thresholds = sorted((k + rng.uniform(0.15, 0.85)) / cfg.kills * 0.9 for k in range(cfg.kills))
     log(f"crash: {len(journeys)} journeys, {len(items)} events, {cfg.kills} kills, workdir {workdir}")
 
-    broker = await start_broker()
-    sim = Simulator(workdir, latency_ms=cfg.latency_ms)
-    sampler = ProcSampler()
+
     gw: GatewayProcess | None = None
-    try:
-        bootstrap = broker.bootstrap_servers
-        await sim.start()
-        await create_gateway_topics(bootstrap)
-        await produce(bootstrap, INPUT_TOPIC, ((k, v) for k, v, _ in items))
-        gw = GatewayProcess.configure(workdir, bootstrap, sim)
-        sampler.watch("simulator", sim.pid)
-        sampler.start()
+    async with stack(workdir, cfg.latency_ms) as s:
+        sim, bootstrap = s.sim, s.bootstrap
+        sampler = ProcSampler()
+        try:
+            await produce(bootstrap, INPUT_TOPIC, ((k, v) for k, v, _ in items))
+            gw = GatewayProcess.configure(workdir, bootstrap, sim)
+            sampler.watch("simulator", sim.pid)
+            sampler.start()
 
-        started = time.monotonic()
-        deadline = Deadline(cfg.deadline_s)
-        sampler.watch("gateway", gw.start())
-        ready_s = [0.0]
-        t0 = time.monotonic()
-        if not await gw.ready(60):
-            raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
-        ready_s[0] = time.monotonic() - t0
+            started = time.monotonic()
+            deadline = Deadline(cfg.deadline_s)
+            sampler.watch("gateway", gw.start())
+            ready_s = [0.0]
+            t0 = time.monotonic()
+            if not await gw.ready(60):
+                raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
+            ready_s[0] = time.monotonic() - t0
 
-        kills: list[dict[str, Any]] = []
-        applied_at_restart = 0
-        waiting_recovery: dict[str, Any] | None = None
-        converged = False
-        last_check = 0.0
-        while not deadline.expired:
-            stats = await sim.stats()
-            applied = stats["records_applied"]
-            if waiting_recovery is not None and applied > applied_at_restart:
-                waiting_recovery["recovery_s"] = round(time.monotonic() - waiting_recovery["_t"], 2)
-                waiting_recovery = None
-            recovered = waiting_recovery is None and applied > applied_at_restart
-            if len(kills) < cfg.kills and recovered and applied >= thresholds[len(kills)] * target:
-                # Prefer a moment with requests in flight at the portal (bounded wait).
-                in_flight_deadline = Deadline(2.0)
-                while stats["in_flight"] == 0 and not in_flight_deadline.expired:
-                    await asyncio.sleep(0.01)
-                    stats = await sim.stats()
-                kill = {
-                    "at_s": round(time.monotonic() - started, 2),
-                    "progress": round(stats["records_applied"] / target, 3),
-                    "portal_in_flight": stats["in_flight"],
-                    "_t": time.monotonic(),
-                }
-                await gw.kill()
-                applied_at_restart = (await sim.stats())["records_applied"]
-                sampler.watch("gateway", gw.start())
-                t0 = time.monotonic()
-                if not await gw.ready(60):
-                    raise RuntimeError(f"gateway not ready after restart:\n{gw.log_tail()}")
-                kill["restart_ready_s"] = round(time.monotonic() - t0, 2)
-                kills.append(kill)
-                waiting_recovery = kill
-                log(f"crash: kill {len(kills)} at {kill['at_s']} s, progress {kill['progress']:.0%}, "
-                    f"{kill['portal_in_flight']} portal requests in flight")
-                continue
-            if not gw.alive():
-                raise RuntimeError(f"gateway died on its own:\n{gw.log_tail()}")
-            now = time.monotonic()
-            if stats["dossiers"] >= len(journeys) and now - last_check >= 3.0:
-                last_check = now
-                if not count_lost(journeys, await sim.dossiers()):
-                    converged = True
-                    break
-            await asyncio.sleep(0.1)
-        duration = time.monotonic() - started
-        await gw.stop()
-        await sampler.stop()
-
-        portal = await sim.dossiers()
-        stats = await sim.stats()
-        lost = count_lost(journeys, portal)
-        status_bad = status_order_violations(journeys, portal)
-        details = await sim.dossier_details(j.dossier_code for j in journeys)
-        step_bad = step_order_violations(journeys, details)
-        order_bad = sorted(set(status_bad) | set(step_bad))
-        for k in kills:
-            k.pop("_t", None)
-        return {
-            "events": len(items),
-            "dossiers": len(journeys),
-            "kills": len(kills),
-            "lost": len(lost),
-            "duplicate_effects": stats["duplicate_effects"],
-            "order_violations": len(order_bad),
-            "status_order_violations": len(status_bad),
-            "step_order_violations": len(step_bad),
-            "status_regressions": stats["status_regressions"],
-            "duration_s": round(duration, 1),
-            "converged": converged,
-            "events_per_s": round(len(items) / duration, 1),
-            "idempotent_replays": stats["duplicates"],
-            "portal_latency_ms": cfg.latency_ms,
-            "kills_with_portal_requests_in_flight": sum(k["portal_in_flight"] > 0 for k in kills),
-            "first_ready_s": round(ready_s[0], 2),
-            "recovery_s_mean": round(sum(k.get("recovery_s", 0.0) for k in kills) / max(1, len(kills)), 2),
-            "kill_log": kills,
-            "handler_bugs_logged": gw.log_count("handler_bug"),
-            **sampler.summary(),
-            "gateway_rss_mb_every_10s": [rss for _, rss in sampler.rss_every("gateway", 10.0)],
-            "lost_examples": lost[:5],
-            "order_violation_examples": order_bad[:5],
-        }
-    finally:
-        if gw is not None:
+            kills: list[dict[str, Any]] = []
+            applied_at_restart = 0
+            waiting_recovery: dict[str, Any] | None = None
+            converged = False
+            last_check = 0.0
+            while not deadline.expired:
+                stats = await sim.stats()
+                applied = stats["records_applied"]
+                if waiting_recovery is not None and applied > applied_at_restart:
+                    waiting_recovery["recovery_s"] = round(time.monotonic() - waiting_recovery["_t"], 2)
+                    waiting_recovery = None
+                recovered = waiting_recovery is None and applied > applied_at_restart
+                if len(kills) < cfg.kills and recovered and applied >= thresholds[len(kills)] * target:
+                    # Prefer a moment with requests in flight at the portal (bounded wait).
+                    in_flight_deadline = Deadline(2.0)
+                    while stats["in_flight"] == 0 and not in_flight_deadline.expired:
+                        await asyncio.sleep(0.01)
+                        stats = await sim.stats()
+                    kill = {
+                        "at_s": round(time.monotonic() - started, 2),
+                        "progress": round(stats["records_applied"] / target, 3),
+                        "portal_in_flight": stats["in_flight"],
+                        "_t": time.monotonic(),
+                    }
+                    await gw.kill()
+                    applied_at_restart = (await sim.stats())["records_applied"]
+                    sampler.watch("gateway", gw.start())
+                    t0 = time.monotonic()
+                    if not await gw.ready(60):
+                        raise RuntimeError(f"gateway not ready after restart:\n{gw.log_tail()}")
+                    kill["restart_ready_s"] = round(time.monotonic() - t0, 2)
+                    kills.append(kill)
+                    waiting_recovery = kill
+                    log(f"crash: kill {len(kills)} at {kill['at_s']} s, progress {kill['progress']:.0%}, "
+                        f"{kill['portal_in_flight']} portal requests in flight")
+                    continue
+                if not gw.alive():
+                    raise RuntimeError(f"gateway died on its own:\n{gw.log_tail()}")
+                now = time.monotonic()
+                if stats["dossiers"] >= len(journeys) and now - last_check >= 3.0:
+                    last_check = now
+                    if not count_lost(journeys, await sim.dossiers()):
+                        converged = True
+                        break
+                await asyncio.sleep(0.1)
+            duration = time.monotonic() - started
             await gw.stop()
-        await sampler.stop()
-        await sim.stop()
-        await stop_broker(broker)
+            await sampler.stop()
+
+            portal = await sim.dossiers()
+            stats = await sim.stats()
+            lost = count_lost(journeys, portal)
+            status_bad = status_order_violations(journeys, portal)
+            details = await sim.dossier_details(j.dossier_code for j in journeys)
+            step_bad = step_order_violations(journeys, details)
+            order_bad = sorted(set(status_bad) | set(step_bad))
+            for k in kills:
+                k.pop("_t", None)
+            return {
+                "events": len(items),
+                "dossiers": len(journeys),
+                "kills": len(kills),
+                "lost": len(lost),
+                "duplicate_effects": stats["duplicate_effects"],
+                "order_violations": len(order_bad),
+                "status_order_violations": len(status_bad),
+                "step_order_violations": len(step_bad),
+                "status_regressions": stats["status_regressions"],
+                "duration_s": round(duration, 1),
+                "converged": converged,
+                "events_per_s": round(len(items) / duration, 1),
+                "idempotent_replays": stats["duplicates"],
+                "portal_latency_ms": cfg.latency_ms,
+                "kills_with_portal_requests_in_flight": sum(k["portal_in_flight"] > 0 for k in kills),
+                "first_ready_s": round(ready_s[0], 2),
+                "recovery_s_mean": round(sum(k.get("recovery_s", 0.0) for k in kills) / max(1, len(kills)), 2),
+                "kill_log": kills,
+                "handler_bugs_logged": gw.log_count("handler_bug"),
+                **sampler.summary(),
+                "gateway_rss_mb_every_10s": [rss for _, rss in sampler.rss_every("gateway", 10.0)],
+                "lost_examples": lost[:5],
+                "order_violation_examples": order_bad[:5],
+            }
+        finally:
+            if gw is not None:
+                await gw.stop()
+            await sampler.stop()

@@ -8,13 +8,11 @@ py-spy profile of a running process reduced to the functions and packages where 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,11 +28,9 @@ from bench.harness import (
     ProcSampler,
     Simulator,
     cpu_s,
-    create_gateway_topics,
     produce,
     read_topic,
-    start_broker,
-    stop_broker,
+    stack,
 )
 from gateway.demo import interleave
 from gateway.loadgen.journeys import Journey
@@ -62,29 +58,6 @@ def portal_settings(sim: Simulator, max_connections: int) -> PortalSettings:
         password=env["GATEWAY_PORTAL_PASSWORD"], dstcode=env["GATEWAY_PORTAL_DSTCODE"],
         madonvi=env["GATEWAY_PORTAL_MADONVI"], max_connections=max_connections,
     )
-
-
-@dataclass
-class Stack:
-    bootstrap: str
-    sim: Simulator
-    broker_pid: int | None
-
-
-@contextlib.asynccontextmanager
-async def stack(workdir: Path, latency_ms: float, topics: bool = True) -> AsyncIterator[Stack]:
-    """A fresh broker (with the gateway's topics) and a fresh simulator answering after `latency_ms`."""
-    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    broker = await start_broker()
-    sim = Simulator(workdir, latency_ms=latency_ms)
-    try:
-        await sim.start()
-        if topics:
-            await create_gateway_topics(broker.bootstrap_servers)
-        yield Stack(broker.bootstrap_servers, sim, broker.pid)
-    finally:
-        await sim.stop()
-        await stop_broker(broker)
 
 
 # -- completion and throughput -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -640,3 +640,28 @@ def header(record: Any, name: str) -> str | None:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Stack:
+    """What `stack()` started: the broker's address and pid, and the simulator."""
+
+    bootstrap: str
+    sim: Simulator
+    broker_pid: int | None
+
+
+@contextlib.asynccontextmanager
+async def stack(workdir: Path, latency_ms: float, topics: bool = True) -> AsyncIterator[Stack]:
+    """A fresh broker (with the gateway's topics) and a fresh simulator answering after `latency_ms`."""
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    broker = await start_broker()
+    sim = Simulator(workdir, latency_ms=latency_ms)
+    try:
+        await sim.start()
+        if topics:
+            await create_gateway_topics(broker.bootstrap_servers)
+        yield Stack(broker.bootstrap_servers, sim, broker.pid)
+    finally:
+        await sim.stop()
+        await stop_broker(broker)

@@ -22,8 +22,8 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from adapters.national_portal import mapping
 from adapters.national_portal.client import PortalClient
 from adapters.national_portal.handlers import ADAPTER_NAME
-from bench.gwload import GatewayRunner, drain, drain_gateway, portal_settings, stack, workload
-from bench.harness import PARTITIONS, produce, wait_until
+from bench.gwload import GatewayRunner, drain, drain_gateway, portal_settings, workload
+from bench.harness import PARTITIONS, produce, stack, wait_until
 from bench.loadkit import TempPostgres
 from contracts.events import ProcessingStepDone, Rated, parse_dossier_event
 from gateway.adapter import idempotency_key

@@ -35,15 +35,12 @@ from bench.harness import (
     Deadline,
     GatewayProcess,
     ProcSampler,
-    Simulator,
     TopicWatcher,
     committed_offsets,
-    create_gateway_topics,
     header,
     produce,
     read_topic,
-    start_broker,
-    stop_broker,
+    stack,
 )
 from gateway.dead_letters import H_EXC_CLASS, H_EXC_MESSAGE
 from gateway.demo import count_lost, interleave
@@ -391,142 +388,137 @@ async def run(quick: bool = False, log: Any = print, cfg: PoisonConfig | None = 
     log(f"poison: {len(valid)} valid events ({len(journeys)} dossiers) + {len(bad)} bad "
         f"(drawn in {draw_s:.1f} s, {sum(b.reinforced for b in bad)} reinforced), workdir {workdir}")
 
-    broker = await start_broker()
-    sim = Simulator(workdir, latency_ms=cfg.latency_ms)
-    sampler = ProcSampler()
     gw: GatewayProcess | None = None
-    try:
-        bootstrap = broker.bootstrap_servers
-        await sim.start()
-        await create_gateway_topics(bootstrap)
-        gw = GatewayProcess.configure(workdir, bootstrap, sim)
-        sampler.watch("simulator", sim.pid)
-        sampler.watch("gateway", gw.start())
-        sampler.start()
-        if not await gw.ready(60):
-            raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
+    async with stack(workdir, cfg.latency_ms) as s:
+        sim, bootstrap = s.sim, s.bootstrap
+        sampler = ProcSampler()
+        try:
+            gw = GatewayProcess.configure(workdir, bootstrap, sim)
+            sampler.watch("simulator", sim.pid)
+            sampler.watch("gateway", gw.start())
+            sampler.start()
+            if not await gw.ready(60):
+                raise RuntimeError(f"gateway not ready in 60 s:\n{gw.log_tail()}")
 
-        dlt = TopicWatcher(bootstrap, DLT_TOPIC)
-        await dlt.start()
-        started = time.monotonic()
-        producer = asyncio.create_task(produce(bootstrap, INPUT_TOPIC, items))
-        deadline = Deadline(cfg.deadline_s)
-        consumer_drops = 0
-        was_ready: dict[str, bool] = {}
-        valid_synced_at: float | None = None
-        finished_at: float | None = None
-        last_check = 0.0
-        while not deadline.expired:
-            await asyncio.sleep(0.5)
-            if not gw.alive():
-                break
-            body = await gw.readiness()
-            for name, ok in ((body or {}).get("checks") or {}).items():
-                if name.startswith("consumer:"):
-                    if was_ready.get(name) and not ok:
-                        consumer_drops += 1
-                    was_ready[name] = bool(ok)
-            now = time.monotonic()
-            if valid_synced_at is None and producer.done() and now - last_check >= 2.0:
-                last_check = now
-                stats = await sim.stats()
-                if stats["dossiers"] >= len(journeys) and not count_lost(journeys, await sim.dossiers()):
-                    valid_synced_at = now
-            if valid_synced_at is not None:
-                if len(dlt.records) >= len(bad):
-                    finished_at = now
+            dlt = TopicWatcher(bootstrap, DLT_TOPIC)
+            await dlt.start()
+            started = time.monotonic()
+            producer = asyncio.create_task(produce(bootstrap, INPUT_TOPIC, items))
+            deadline = Deadline(cfg.deadline_s)
+            consumer_drops = 0
+            was_ready: dict[str, bool] = {}
+            valid_synced_at: float | None = None
+            finished_at: float | None = None
+            last_check = 0.0
+            while not deadline.expired:
+                await asyncio.sleep(0.5)
+                if not gw.alive():
                     break
-                if dlt.quiet_s >= cfg.stall_s:  # every valid one is through and no dead letter came for a while
-                    break
-        duration = (finished_at or time.monotonic()) - started
-        ends: dict[int, int] = {}
-        if producer.done():
-            ends = producer.result()
-        else:
-            producer.cancel()
-        await dlt.stop()
-        dead = dlt.records
-        alive = gw.alive()
-        ready_body = await gw.readiness() if alive else None
-        results = await read_topic(bootstrap, RESULTS_TOPIC, expect=len(valid), timeout_s=60, idle_s=2.0)
-        portal = await sim.dossiers()
-        stats = await sim.stats()
-        metrics_in_flight = await gw.metric("gateway_in_flight_messages") if alive else None
-        exit_code = await gw.stop()
-        await sampler.stop()
-        # After a graceful stop the group has committed everything it finished: what is left is stuck.
-        committed = await committed_offsets(bootstrap, "gateway.national_portal", INPUT_TOPIC)
-        uncommitted = {p: end - committed.get(p, 0) for p, end in ends.items() if end > committed.get(p, 0)}
-
-        # Match dead letters to the bad messages by their exact bytes (kept as they were).
-        want: Counter[bytes] = Counter(b.value for b in bad)
-        reasons: dict[bytes, list[str]] = {}
-        classes: Counter[str] = Counter()
-        unexpected = 0
-        for r in dead:
-            value = bytes(r.value) if r.value is not None else b""
-            reason = header(r, H_EXC_MESSAGE) or ""
-            classes[header(r, H_EXC_CLASS) or "?"] += 1
-            if want[value] > 0:
-                want[value] -= 1
-                reasons.setdefault(value, []).append(reason)
+                body = await gw.readiness()
+                for name, ok in ((body or {}).get("checks") or {}).items():
+                    if name.startswith("consumer:"):
+                        if was_ready.get(name) and not ok:
+                            consumer_drops += 1
+                        was_ready[name] = bool(ok)
+                now = time.monotonic()
+                if valid_synced_at is None and producer.done() and now - last_check >= 2.0:
+                    last_check = now
+                    stats = await sim.stats()
+                    if stats["dossiers"] >= len(journeys) and not count_lost(journeys, await sim.dossiers()):
+                        valid_synced_at = now
+                if valid_synced_at is not None:
+                    if len(dlt.records) >= len(bad):
+                        finished_at = now
+                        break
+                    if dlt.quiet_s >= cfg.stall_s:  # every valid one is through and no dead letter came for a while
+                        break
+            duration = (finished_at or time.monotonic()) - started
+            ends: dict[int, int] = {}
+            if producer.done():
+                ends = producer.result()
             else:
-                unexpected += 1
-        per_kind: dict[str, dict[str, Any]] = {}
-        dead_lettered = 0
-        for b in bad:
-            k = per_kind.setdefault(b.kind, {"bad": 0, "dead_lettered": 0, "example_reason": ""})
-            k["bad"] += 1
-            got = reasons.get(b.value)
-            if got:
-                reason = got.pop()
-                if reason.strip():
-                    k["dead_lettered"] += 1
-                    dead_lettered += 1
-                    k["example_reason"] = k["example_reason"] or reason[:160]
-        outcomes: Counter[str] = Counter()
-        synced_ids: set[str] = set()
-        for r in results:
-            body = json.loads(r.value)
-            outcomes[body["outcome"]] += 1
-            if body["outcome"] == "synced" and body["source_event_id"] in valid_ids:
-                synced_ids.add(body["source_event_id"])
-        lost = count_lost(journeys, portal)
-        return {
-            "bad": len(bad),
-            "dead_lettered": dead_lettered,
-            "valid_events": len(valid),
-            "valid_delivered": len(synced_ids),
-            "lost": len(lost),
-            "consumer_restarts": (gw.starts - 1) + consumer_drops + (0 if alive else 1),
-            "duration_s": round(duration, 1),
-            "converged": finished_at is not None,
-            "process_alive_at_end": alive,
-            "readiness_at_end": ready_body,
-            "in_flight_at_end": metrics_in_flight,
-            "exit_code_after_sigterm": exit_code,
-            "time_to_all_valid_synced_s": round(valid_synced_at - started, 1) if valid_synced_at else None,
-            "events_per_s": round(len(items) / (valid_synced_at - started), 1) if valid_synced_at else None,
-            "produced": sum(ends.values()),
-            "uncommitted_after_stop": uncommitted,
-            "dlt_records": len(dead),
-            "dlt_unexpected": unexpected,
-            "dlt_error_classes": dict(classes),
-            "reinforced": sum(b.reinforced for b in bad),
-            "huge_bytes_max": max((len(b.value) for b in bad if b.kind == "huge"), default=0),
-            "result_outcomes": dict(outcomes),
-            "duplicate_effects": stats["duplicate_effects"],
-            "status_regressions": stats["status_regressions"],
-            "portal_rejected": stats["rejected"],
-            "handler_bugs_logged": gw.log_count("handler_bug"),
-            "by_kind": per_kind,
-            **sampler.summary(),
-            "gateway_rss_mb_every_10s": [rss for _, rss in sampler.rss_every("gateway", 10.0)],
-            "lost_examples": lost[:5],
-        }
-    finally:
-        if gw is not None:
-            await gw.stop()
-        await sampler.stop()
-        await sim.stop()
-        await stop_broker(broker)
+                producer.cancel()
+            await dlt.stop()
+            dead = dlt.records
+            alive = gw.alive()
+            ready_body = await gw.readiness() if alive else None
+            results = await read_topic(bootstrap, RESULTS_TOPIC, expect=len(valid), timeout_s=60, idle_s=2.0)
+            portal = await sim.dossiers()
+            stats = await sim.stats()
+            metrics_in_flight = await gw.metric("gateway_in_flight_messages") if alive else None
+            exit_code = await gw.stop()
+            await sampler.stop()
+            # After a graceful stop the group has committed everything it finished: what is left is stuck.
+            committed = await committed_offsets(bootstrap, "gateway.national_portal", INPUT_TOPIC)
+            uncommitted = {p: end - committed.get(p, 0) for p, end in ends.items() if end > committed.get(p, 0)}
+
+            # Match dead letters to the bad messages by their exact bytes (kept as they were).
+            want: Counter[bytes] = Counter(b.value for b in bad)
+            reasons: dict[bytes, list[str]] = {}
+            classes: Counter[str] = Counter()
+            unexpected = 0
+            for r in dead:
+                value = bytes(r.value) if r.value is not None else b""
+                reason = header(r, H_EXC_MESSAGE) or ""
+                classes[header(r, H_EXC_CLASS) or "?"] += 1
+                if want[value] > 0:
+                    want[value] -= 1
+                    reasons.setdefault(value, []).append(reason)
+                else:
+                    unexpected += 1
+            per_kind: dict[str, dict[str, Any]] = {}
+            dead_lettered = 0
+            for b in bad:
+                k = per_kind.setdefault(b.kind, {"bad": 0, "dead_lettered": 0, "example_reason": ""})
+                k["bad"] += 1
+                got = reasons.get(b.value)
+                if got:
+                    reason = got.pop()
+                    if reason.strip():
+                        k["dead_lettered"] += 1
+                        dead_lettered += 1
+                        k["example_reason"] = k["example_reason"] or reason[:160]
+            outcomes: Counter[str] = Counter()
+            synced_ids: set[str] = set()
+            for r in results:
+                body = json.loads(r.value)
+                outcomes[body["outcome"]] += 1
+                if body["outcome"] == "synced" and body["source_event_id"] in valid_ids:
+                    synced_ids.add(body["source_event_id"])
+            lost = count_lost(journeys, portal)
+            return {
+                "bad": len(bad),
+                "dead_lettered": dead_lettered,
+                "valid_events": len(valid),
+                "valid_delivered": len(synced_ids),
+                "lost": len(lost),
+                "consumer_restarts": (gw.starts - 1) + consumer_drops + (0 if alive else 1),
+                "duration_s": round(duration, 1),
+                "converged": finished_at is not None,
+                "process_alive_at_end": alive,
+                "readiness_at_end": ready_body,
+                "in_flight_at_end": metrics_in_flight,
+                "exit_code_after_sigterm": exit_code,
+                "time_to_all_valid_synced_s": round(valid_synced_at - started, 1) if valid_synced_at else None,
+                "events_per_s": round(len(items) / (valid_synced_at - started), 1) if valid_synced_at else None,
+                "produced": sum(ends.values()),
+                "uncommitted_after_stop": uncommitted,
+                "dlt_records": len(dead),
+                "dlt_unexpected": unexpected,
+                "dlt_error_classes": dict(classes),
+                "reinforced": sum(b.reinforced for b in bad),
+                "huge_bytes_max": max((len(b.value) for b in bad if b.kind == "huge"), default=0),
+                "result_outcomes": dict(outcomes),
+                "duplicate_effects": stats["duplicate_effects"],
+                "status_regressions": stats["status_regressions"],
+                "portal_rejected": stats["rejected"],
+                "handler_bugs_logged": gw.log_count("handler_bug"),
+                "by_kind": per_kind,
+                **sampler.summary(),
+                "gateway_rss_mb_every_10s": [rss for _, rss in sampler.rss_every("gateway", 10.0)],
+                "lost_examples": lost[:5],
+            }
+        finally:
+            if gw is not None:
+                await gw.stop()
+            await sampler.stop()
