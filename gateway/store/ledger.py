@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import writer
@@ -185,18 +185,51 @@ def _span(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seq {first}..{last}"
 
 
-def append_rows(conn: Connection, entries: Sequence[ExchangeEntry]) -> list[LedgerRecord]:
+def append_rows(
+    conn: Connection, entries: Sequence[ExchangeEntry], head: LedgerHead | None = None
+) -> list[LedgerRecord]:
     """Seal `entries` as the next records of the chain inside the caller's write transaction.
 
     The chain head row is the serialisation point: SELECT ... FOR UPDATE on PostgreSQL (other processes
     block on it until the caller commits), BEGIN IMMEDIATE on SQLite (the database write lock). Callers in
     one process also hold `append_lock(engine)` so that coroutines queue here rather than in the database.
     Synchronous, so that a whole batch can run in one worker thread (see gateway.store.batch_runner).
+
+    `head`: the head as the caller last left it. The head row is then moved with a compare-and-set instead
+    of being read first (one statement fewer per batch); if anyone else appended meanwhile the set matches
+    nothing and the head is read as usual.
     """
     if not entries:
         return []
-    head = conn.execute(_HEAD_FOR_UPDATE).one()
-    seq, prev = head.last_seq, head.last_hash
+    if head is not None:
+        records, rows = _seal(entries, head.seq, head.hash)
+        moved = conn.execute(_MOVE_HEAD_FROM, {**_head_of(records), "seq": head.seq, "hash": head.hash})
+        if moved.rowcount != 1:
+            head = None
+    if head is None:
+        current = conn.execute(_HEAD_FOR_UPDATE).one()
+        records, rows = _seal(entries, current.last_seq, current.last_hash)
+        conn.execute(_MOVE_HEAD, _head_of(records))
+    conn.execute(_INSERT_ENTRIES, rows)
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHead:
+    """The chain's last sequence number and hash, as one writer left them."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def after(cls, records: Sequence[LedgerRecord]) -> LedgerHead:
+        return cls(records[-1].seq, records[-1].record_hash)
+
+
+def _seal(
+    entries: Sequence[ExchangeEntry], seq: int, prev: str
+) -> tuple[list[LedgerRecord], list[dict[str, Any]]]:
+    """The records (and their rows) that follow `seq`/`prev` in the chain."""
     records: list[LedgerRecord] = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
@@ -206,9 +239,11 @@ def append_rows(conn: Connection, entries: Sequence[ExchangeEntry]) -> list[Ledg
         records.append(LedgerRecord(**values, seq=seq, prev_hash=prev, record_hash=record_hash))
         rows.append({**values, "seq": seq, "prev_hash": prev, "record_hash": record_hash})
         prev = record_hash
-    conn.execute(_INSERT_ENTRIES, rows)
-    conn.execute(_MOVE_HEAD, {"last_seq": seq, "last_hash": prev})
-    return records
+    return records, rows
+
+
+def _head_of(records: list[LedgerRecord]) -> dict[str, Any]:
+    return {"last_seq": records[-1].seq, "last_hash": records[-1].record_hash}
 
 
 # Built once: constructing the expressions per batch showed in the profile.
@@ -217,6 +252,9 @@ _HEAD_FOR_UPDATE = (
 )
 _INSERT_ENTRIES = insert(ledger_entries)
 _MOVE_HEAD = update(ledger_head).where(ledger_head.c.id == 1)
+_MOVE_HEAD_FROM = _MOVE_HEAD.where(
+    ledger_head.c.last_seq == bindparam("seq"), ledger_head.c.last_hash == bindparam("hash")
+)
 
 
 def append_lock(engine: AsyncEngine) -> asyncio.Lock:

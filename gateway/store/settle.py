@@ -20,12 +20,12 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.batch_runner import batch_runner
-from gateway.store.ledger import ExchangeEntry, append_lock, append_rows
+from gateway.store.ledger import ExchangeEntry, LedgerHead, append_lock, append_rows
 from gateway.store.owned_versions import OwnedVersions
 from gateway.store.parking import parked_messages
 from gateway.store.processed import mark_row, mark_statement
 from gateway.store.schema import processed_events, sync_state
-from gateway.store.sync_state import advance_row, advance_statement
+from gateway.store.sync_state import advance_returning_statement, advance_row, advance_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,8 @@ class GroupCommitter:
         self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch)
         self._writes: _Batcher[Settlement, bool] = _Batcher("group-commit", self._write, max_batch)
         self.owned = OwnedVersions()
+        # The ledger head as our last batch left it (None: read it); see append_rows.
+        self._head: LedgerHead | None = None
 
     @property
     def batches(self) -> int:
@@ -204,7 +206,8 @@ class GroupCommitter:
 
     async def _write(self, batch: list[Settlement]) -> list[bool]:
         async with self._lock:
-            return await self._runner.write(functools.partial(_persist, batch=batch))
+            results, self._head = await self._runner.write(functools.partial(_persist, batch=batch, head=self._head))
+            return results
 
 
 def _look_up(conn: Connection, batch: list[Lookup]) -> list[Known]:
@@ -236,31 +239,64 @@ def _look_up(conn: Connection, batch: list[Lookup]) -> list[Known]:
     ]
 
 
-def _persist(conn: Connection, batch: list[Settlement]) -> list[bool]:
-    """One transaction for the whole batch: guarded advances, processed marks, ledger lines."""
+def _persist(
+    conn: Connection, batch: list[Settlement], head: LedgerHead | None
+) -> tuple[list[bool], LedgerHead | None]:
+    """One transaction for the whole batch: guarded advances, processed marks, ledger lines.
+
+    Returns whether each settlement won (its advance was not stale) and the ledger head after the batch.
+    """
+    results = _advance(conn, batch)
+    marks = [
+        mark_row(s.adapter, s.event_id, s.processed_outcome)
+        for s, won in zip(batch, results, strict=True)
+        if s.processed_outcome is not None and won
+    ]
+    if marks:
+        conn.execute(mark_statement(conn.dialect.name), marks)
+    records = append_rows(conn, [entry for s in batch for entry in s.ledger], head)
+    return results, LedgerHead.after(records) if records else head
+
+
+def _advance(conn: Connection, batch: list[Settlement]) -> list[bool]:
+    """Apply the batch's advances; True for each settlement whose advance won (or that has none)."""
+    advancing = [s for s in batch if s.advance is not None]
+    if not advancing:
+        return [True] * len(batch)
+    keys = [(s.adapter, s.advance.dossier_code) for s in advancing if s.advance is not None]
+    if len(set(keys)) == len(keys):
+        # The usual case (a process has one message of a dossier in flight at a time): the guarded upsert
+        # itself reports the winners, in one statement, with no read first.
+        rows = [_advance_row(s) for s in advancing]
+        statement = advance_returning_statement(conn.dialect.name)
+        written = {(adapter, code) for adapter, code in conn.execute(statement, rows)}
+        return [s.advance is None or (s.adapter, s.advance.dossier_code) in written for s in batch]
+    return _advance_in_order(conn, batch)
+
+
+def _advance_in_order(conn: Connection, batch: list[Settlement]) -> list[bool]:
+    """Several advances of one dossier in a batch (retry tiers overlapping): decide them one by one."""
     current = _current_versions(conn, batch)
     results: list[bool] = []
     advances: dict[tuple[str, str], dict[str, Any]] = {}
-    marks: list[dict[str, Any]] = []
-    entries: list[ExchangeEntry] = []
     for s in batch:
         won = True
         if s.advance is not None:
-            a, k = s.advance, (s.adapter, s.advance.dossier_code)
-            won = a.version > current.get(k, 0)
+            k = (s.adapter, s.advance.dossier_code)
+            won = s.advance.version > current.get(k, 0)
             if won:
-                current[k] = a.version
-                advances[k] = advance_row(s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer)
-        if s.processed_outcome is not None and won:
-            marks.append(mark_row(s.adapter, s.event_id, s.processed_outcome))
-        entries.extend(s.ledger)
+                current[k] = s.advance.version
+                advances[k] = _advance_row(s)
         results.append(won)
     if advances:
         conn.execute(advance_statement(conn.dialect.name), list(advances.values()))
-    if marks:
-        conn.execute(mark_statement(conn.dialect.name), marks)
-    append_rows(conn, entries)
     return results
+
+
+def _advance_row(s: Settlement) -> dict[str, Any]:
+    a = s.advance
+    assert a is not None
+    return advance_row(s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer)
 
 
 def _current_versions(conn: Connection, batch: list[Settlement]) -> dict[tuple[str, str], int]:

@@ -93,6 +93,16 @@ def advance_statement(dialect_name: str) -> Any:
     )
 
 
+@functools.cache
+def advance_returning_statement(dialect_name: str) -> Any:
+    """The guarded upsert that also says which rows it wrote: a dossier it returns won, one it omits lost.
+
+    Sent with many rows it is one multi-row statement (SQLAlchemy's insertmanyvalues), so a batch learns
+    its winners without reading the versions first; the rows must name distinct dossiers.
+    """
+    return advance_statement(dialect_name).returning(sync_state.c.adapter, sync_state.c.dossier_code)
+
+
 def advance_row(
     adapter: str, dossier_code: str, version: int, partner_status: int | None, partner_answer: str | None
 ) -> dict[str, Any]:

@@ -1,14 +1,18 @@
-"""The group committer's lookups and the owned-version memory in front of them, on SQLite and PostgreSQL."""
+"""The group committer on SQLite and PostgreSQL: its batched lookups and the owned-version memory, its batched
+settles (who wins, what is marked) and the ledger chain it extends."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Connection, select
 
 from gateway.store import Advance, Settlement, Store, open_store
 from gateway.store.batch_runner import batch_runner
+from gateway.store.ledger import ExchangeEntry
 from gateway.store.schema import sync_state
 from gateway.store.sync_state import advance_row, advance_statement
 
@@ -107,3 +111,59 @@ async def test_a_batch_that_raises_is_rolled_back_whole(store: Store) -> None:
         assert await runner.read(versions) == {"D1": 3}
     finally:
         runner.close()
+
+
+def entry(event_id: str, dossier_code: str) -> ExchangeEntry:
+    now = datetime.now(UTC)
+    return ExchangeEntry(
+        adapter=ADAPTER, operation="sync", dossier_code=dossier_code, event_id=event_id,
+        idempotency_key=f"{ADAPTER}:sync:{event_id}", request_hash="a" * 64, outcome="ok",
+        started_at=now, finished_at=now,
+    )
+
+
+def synced(event_id: str, dossier_code: str, version: int) -> Settlement:
+    return Settlement(ADAPTER, event_id, Advance(dossier_code, version, 2, None), (entry(event_id, dossier_code),),
+                      "synced")
+
+
+async def test_one_batch_decides_each_advance_and_marks_only_the_winners(store: Store) -> None:
+    c = store.committer
+    assert await store.sync_state.advance(ADAPTER, "D1", 1, 2, None)
+    assert await store.sync_state.advance(ADAPTER, "D2", 3, 2, None)
+    batches = c.batches
+    won = await asyncio.gather(
+        c.settle(synced("e1", "D1", 2)),  # newer than stored: wins
+        c.settle(synced("e2", "D2", 2)),  # older than stored: loses
+        c.settle(synced("e3", "D3", 1)),  # first of its dossier: wins
+        c.settle(Settlement(ADAPTER, "e4", ledger=(entry("e4", "D4"),))),  # no advance: nothing to lose
+    )
+    assert c.batches == batches + 1  # one transaction for the four
+    assert won == [True, False, True, True]
+    assert (await store.sync_state.last_versions(ADAPTER)) == {"D1": 2, "D2": 3, "D3": 1}
+    assert [await store.processed.is_processed(ADAPTER, e) for e in ("e1", "e2", "e3", "e4")] == [
+        True, False, True, False,
+    ]
+    report = await store.ledger.verify()
+    assert (report.ok, report.records) == (True, 4)  # every exchange is on the ledger, won or not
+
+
+async def test_advances_of_one_dossier_in_one_batch_are_decided_in_order(store: Store) -> None:
+    c = store.committer
+    won = await asyncio.gather(
+        c.settle(synced("e2", "D1", 2)), c.settle(synced("e3", "D1", 3)), c.settle(synced("e2b", "D1", 2))
+    )
+    assert won == [True, True, False]
+    assert (await store.sync_state.last_versions(ADAPTER)) == {"D1": 3}
+
+
+async def test_the_chain_stays_whole_when_another_writer_appends_between_batches(store: Store) -> None:
+    """The committer moves the head it remembers with a compare-and-set; another writer makes it read again."""
+    c = store.committer
+    assert await c.settle(synced("e1", "D1", 1))
+    await store.ledger.append(entry("x1", "D9"))  # e.g. an operator's replay, outside the committer
+    assert await c.settle(synced("e2", "D1", 2))
+    assert await c.settle(synced("e3", "D1", 3))
+    report = await store.ledger.verify()
+    assert (report.ok, report.records) == (True, 4), report.problems
+    assert [r.event_id for r in await store.ledger.for_dossier("D1")] == ["e1", "e2", "e3"]
