@@ -64,6 +64,7 @@ async def run(quick: bool = False, log: Any = print, cfg: BacklogConfig | None =
             if s.broker_pid is not None:
                 sampler.watch("broker", s.broker_pid)
             started = time.monotonic()
+            sampler.t0 = started  # RSS times count from the gateway's start, like `progress` and `warm`
             pid = gw.start()
             sampler.watch("gateway", pid)
             sampler.start()

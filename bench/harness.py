@@ -124,8 +124,8 @@ class ProcSampler:
         self.rss_max_mb: dict[str, float] = {}
         self._cpu_last: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
-        self._t0 = time.monotonic()
-        self.timeline: dict[str, list[tuple[float, float]]] = {}  # name -> [(s since start, RSS MB of newest pid)]
+        self.t0 = time.monotonic()  # what timeline times count from; a scenario may set its own start
+        self.timeline: dict[str, list[tuple[float, float]]] = {}  # name -> [(s since t0, RSS MB of newest pid)]
 
     def watch(self, name: str, pid: int) -> None:
         self._pids.setdefault(name, set()).add(pid)
@@ -140,7 +140,7 @@ class ProcSampler:
             self._cpu_last[pid] = cpu
 
     def sample(self) -> None:
-        t = round(time.monotonic() - self._t0, 1)
+        t = round(time.monotonic() - self.t0, 1)
         for name, pids in self._pids.items():
             for pid in pids:
                 self._sample_pid(name, pid)
