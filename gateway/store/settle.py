@@ -264,9 +264,9 @@ def _advance(conn: Connection, batch: list[Settlement]) -> list[bool]:
     if not advancing:
         return [True] * len(batch)
     keys = [(s.adapter, s.advance.dossier_code) for s in advancing if s.advance is not None]
-    if len(set(keys)) == len(keys):
-        # The usual case (a process has one message of a dossier in flight at a time): the guarded upsert
-        # itself reports the winners, in one statement, with no read first.
+    if len(keys) <= _RETURNING_MAX_ROWS and len(set(keys)) == len(keys):
+        # The usual case at light load (small batches, one message of a dossier in flight at a time): the
+        # guarded upsert itself reports the winners, in one statement, with no read first.
         rows = [_advance_row(s) for s in advancing]
         statement = advance_returning_statement(conn.dialect.name)
         written = {(adapter, code) for adapter, code in conn.execute(statement, rows)}
@@ -274,8 +274,16 @@ def _advance(conn: Connection, batch: list[Settlement]) -> list[bool]:
     return _advance_in_order(conn, batch)
 
 
+# A multi-row upsert has one SQL text per row count, each prepared anew, and pysqlite keeps the last 128
+# prepared: large batches (a backlog) take the read-then-executemany path instead, whose one text is
+# prepared once. With RETURNING at every size, 120,000 settlements in random batches of 1-500 grew the
+# process by 24 MB against 7 MB, and the 200,000-event backlog peaked at 1.35x its start against 1.19x.
+_RETURNING_MAX_ROWS = 16
+
+
 def _advance_in_order(conn: Connection, batch: list[Settlement]) -> list[bool]:
-    """Several advances of one dossier in a batch (retry tiers overlapping): decide them one by one."""
+    """Large batches, or several advances of one dossier in a batch (retry tiers overlapping): read the
+    stored versions, then decide the advances one by one."""
     current = _current_versions(conn, batch)
     results: list[bool] = []
     advances: dict[tuple[str, str], dict[str, Any]] = {}

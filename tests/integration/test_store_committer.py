@@ -167,3 +167,14 @@ async def test_the_chain_stays_whole_when_another_writer_appends_between_batches
     report = await store.ledger.verify()
     assert (report.ok, report.records) == (True, 4), report.problems
     assert [r.event_id for r in await store.ledger.for_dossier("D1")] == ["e1", "e2", "e3"]
+
+
+async def test_a_large_batch_decides_each_advance_too(store: Store) -> None:
+    """Past a few rows the batch reads the versions and uses executemany (one prepared statement)."""
+    c = store.committer
+    for code in ("D3", "D7"):
+        assert await store.sync_state.advance(ADAPTER, code, 9, 2, None)
+    won = await asyncio.gather(*(c.settle(synced(f"e{i}", f"D{i}", 5)) for i in range(40)))
+    assert won == [i not in (3, 7) for i in range(40)]
+    versions = await store.sync_state.last_versions(ADAPTER)
+    assert (versions["D3"], versions["D7"], versions["D0"], len(versions)) == (9, 9, 5, 40)
