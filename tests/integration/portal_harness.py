@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -101,11 +102,16 @@ def outcomes(records: list[Any]) -> list[dict[str, Any]]:
 
 
 async def wait_until(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.2) -> bool:
-    """Poll a condition; True once it holds."""
+    """Poll a condition (a plain or an async callable); True once it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        if predicate():
+        if await _holds(predicate):
             return True
         await asyncio.sleep(interval_s)
-    return bool(predicate())
+    return await _holds(predicate)
+
+
+async def _holds(predicate: Any) -> bool:
+    result = predicate()
+    return bool(await result if inspect.isawaitable(result) else result)

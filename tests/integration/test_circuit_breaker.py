@@ -38,12 +38,11 @@ async def test_outage_opens_the_circuit_and_loses_nothing(kafka_bootstrap: str, 
         # runs). Its parking row goes once the tier has delivered it and settled: nothing stays parked.
         store = h.gateway.store
         assert store is not None
-        for _ in range(150):  # up to 30 s
-            parked = await store.parking.count("national_portal")
-            if parked == 0:
-                break
-            await asyncio.sleep(0.2)
-    assert parked == 0
+
+        async def nothing_parked() -> bool:
+            return await store.parking.count("national_portal") == 0
+
+        assert await wait_until(nothing_parked, timeout_s=30)
     # The breaker kept the gateway from hammering the portal: far fewer calls than messages × attempts.
     assert calls_during_outage < len(items)
     assert h.sim.stats["status_regressions"] == 0
