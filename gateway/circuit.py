@@ -5,17 +5,20 @@
     HALF_OPEN ──(a probe succeeds)──▶ CLOSED        HALF_OPEN ──(a probe fails)──▶ OPEN (open_s doubles, capped)
 
 Callers wait at the gate while the circuit is open instead of failing: waiting is not an attempt, so a
-partner outage never exhausts retries or fills the dead-letter topic. The owner pauses consumption on OPEN
-and resumes on HALF_OPEN (new messages then queue at the gate behind the probes, bounded by in-flight limits).
+partner outage never exhausts retries or fills the dead-letter topic. A failed probe is not the prober's
+failure either (`call`): it tested the partner, and the caller goes back to the gate. The owner pauses
+consumption on OPEN and resumes on HALF_OPEN (new messages then queue at the gate behind the probes, bounded
+by in-flight limits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from enum import IntEnum
+from typing import TypeVar
 
 from gateway.errors import PermanentError, RetryableError
 
@@ -29,6 +32,16 @@ class CircuitState(IntEnum):
 
 
 Listener = Callable[[CircuitState, CircuitState], None]
+T = TypeVar("T")
+
+
+class FreeProbes:
+    """How many more failed probes one caller (one message) may shrug off; see `CircuitBreaker.call`."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, allowance: int) -> None:
+        self.left = allowance
 
 
 class CircuitBreaker:
@@ -65,12 +78,30 @@ class CircuitBreaker:
         """Call `listener(old, new)` on every transition."""
         self._listeners.append(listener)
 
+    async def call(self, fn: Callable[[], Awaitable[T]], free: FreeProbes) -> T:
+        """`fn()` once the circuit lets it through; a failed probe sends the caller back to the gate.
+
+        A probe tests the partner, not the caller's request: counting its failure against the message made
+        a message that happened to probe several half-open rounds exhaust its attempts during an outage and
+        wait out a retry tier after the partner was back. The allowance bounds this: a message whose own call
+        keeps failing would otherwise keep the circuit open forever when it is the only traffic.
+        """
+        while True:
+            try:
+                async with self.guard() as probe:
+                    return await fn()
+            except RetryableError:
+                if not probe or free.left <= 0:
+                    raise
+                free.left -= 1
+
     @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Wait until the circuit lets a call through, then judge the call by how it ended."""
+    async def guard(self) -> AsyncIterator[bool]:
+        """Wait until the circuit lets a call through, then judge the call by how it ended; yields whether
+        the call is a probe."""
         probe = await self._admit()
         try:
-            yield
+            yield probe
         except RetryableError:
             self._failed(probe)
             raise

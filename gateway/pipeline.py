@@ -9,6 +9,7 @@ database or the broker fails, it raises, and the consumer retries the record (ef
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from contracts.events import DossierEvent, parse_dossier_event
 from contracts.results import SyncOutcome, SyncResult
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
-from gateway.circuit import CircuitBreaker
+from gateway.circuit import CircuitBreaker, FreeProbes
 from gateway.dead_letters import REPLAY_HEADER, REPLAY_KIND_HEADER, Failure, dead_letter_headers, fit
 from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
 from gateway.logging import scrub_text
@@ -267,8 +268,9 @@ class Pipeline:
     async def _tries(self, event: DossierEvent, failures: list[datetime]) -> tuple[Delivered, int]:
         """The first try runs without building a retrier: almost every message succeeds at once, and
         tenacity's machinery would otherwise be most of the pipeline's own cost."""
+        free = FreeProbes(self._retry.attempts)
         try:
-            return await self._once(event), 1
+            return await self._once(event, free), 1
         except PermanentError as exc:
             raise _Exhausted(exc, 1) from exc
         except RetryableError as exc:
@@ -288,15 +290,14 @@ class Pipeline:
         try:
             async for attempt in retrying:
                 with attempt:
-                    delivered = await self._once(event)
+                    delivered = await self._once(event, free)
         except GatewayError as exc:
             raise _Exhausted(exc, 1 + retrying.statistics.get("attempt_number", 1)) from exc
         return delivered, 1 + retrying.statistics.get("attempt_number", 1)
 
-    async def _once(self, event: DossierEvent) -> Delivered:
-        # Waiting at an open circuit is not an attempt: an outage never exhausts retries.
-        async with self._breaker.guard():
-            return await self.adapter.deliver(event)
+    async def _once(self, event: DossierEvent, free: FreeProbes) -> Delivered:
+        # Neither waiting at an open circuit nor a failed probe is an attempt: an outage never exhausts retries.
+        return await self._breaker.call(functools.partial(self.adapter.deliver, event), free)
 
     @staticmethod
     def _scope_of(record: InboundRecord) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,17 +100,12 @@ def outcomes(records: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
 
 
-async def wait_until(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.2) -> bool:
-    """Poll a condition (a plain or an async callable); True once it holds."""
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0, interval_s: float = 0.2) -> bool:
+    """Poll a condition; True once it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        if await _holds(predicate):
+        if predicate():
             return True
         await asyncio.sleep(interval_s)
-    return await _holds(predicate)
-
-
-async def _holds(predicate: Any) -> bool:
-    result = predicate()
-    return bool(await result if inspect.isawaitable(result) else result)
+    return predicate()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.circuit import CircuitBreaker, CircuitState
+from gateway.circuit import CircuitBreaker, CircuitState, FreeProbes
 from gateway.errors import PartnerRejected, PartnerUnavailable
 
 
@@ -129,3 +129,45 @@ async def test_cancelled_probe_frees_its_slot() -> None:
         await task
     await asyncio.wait_for(succeed(cb), 1)
     assert cb.state is CircuitState.CLOSED
+
+
+class Partner:
+    """Fails with PartnerUnavailable `failures` times, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise PartnerUnavailable("down")
+        return "ok"
+
+
+async def test_a_failed_probe_sends_the_caller_back_to_the_gate() -> None:
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=0, clock=Clock())
+    await fail(cb)  # open; open_s=0 lets the next caller probe at once
+    partner = Partner(failures=2)
+    free = FreeProbes(2)
+    assert await asyncio.wait_for(cb.call(partner, free), 1) == "ok"
+    assert partner.calls == 3 and free.left == 0
+    assert cb.probes == 3 and cb.state is CircuitState.CLOSED
+
+
+async def test_beyond_its_allowance_a_failed_probe_fails_the_caller() -> None:
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=0, clock=Clock())
+    await fail(cb)
+    partner = Partner(failures=10)
+    with pytest.raises(PartnerUnavailable):
+        await asyncio.wait_for(cb.call(partner, FreeProbes(1)), 1)
+    assert partner.calls == 2
+
+
+async def test_a_failure_while_closed_fails_the_caller_at_once() -> None:
+    cb = CircuitBreaker("p", failure_threshold=5, clock=Clock())
+    partner = Partner(failures=1)
+    free = FreeProbes(3)
+    with pytest.raises(PartnerUnavailable):
+        await cb.call(partner, free)
+    assert partner.calls == 1 and free.left == 3
