@@ -419,7 +419,7 @@ async def drain(
             first = await wait_applied(s.sim, 1, 30, alive=runner.alive)
             if first["ended"] != "complete":
                 raise RuntimeError(f"{runner.name} applied nothing within 30 s:\n{runner.log_tail()}")
-            more = getattr(runner, "more_pids", list)()
+            more: list[int] = getattr(runner, "more_pids", list)()
             clock = CpuClock({runner.name: pid, **{f"{runner.name}_{i + 2}": p for i, p in enumerate(more)},
                               "simulator": s.sim.pid, "broker": s.broker_pid or 0, "bench": os.getpid()})
             if profile is not None:
@@ -430,7 +430,7 @@ async def drain(
                 cores[f"{runner.name}_cpu_cores"] = round(
                     cores[f"{runner.name}_cpu_cores"] + cores.pop(f"{runner.name}_{i + 2}_cpu_cores"), 2)
             own = await runner.observe()
-            spy_error = await finish_py_spy(spy, profile[1] + 30) if spy is not None else ""
+            spy_error = await finish_py_spy(spy, profile[1] + 30) if spy is not None and profile is not None else ""
             results = await read_topic(s.bootstrap, runner.results_topic, expect=len(items), timeout_s=60,
                                        idle_s=1.5)
             await runner.stop()

@@ -210,7 +210,9 @@ async def run(quick: bool = False, log: Any = print, cfg: OverheadConfig | None 
     log(f"overhead: profiling the gateway for {cfg.profile_s:g} s over {len(p_items)} events")
     profiled = await drain(root / "profile", p_journeys, p_items, GatewayRunner(cfg.max_in_flight), latency_ms=0.0,
                            log=log, check_order=False, profile=(raw, cfg.profile_s))
-    profile = summarize_profile(raw, cfg.profile_s) if raw.exists() else {"error": profiled.get("profile_error")}
+    profile: dict[str, Any] = (
+        summarize_profile(raw, cfg.profile_s) if raw.exists() else {"error": profiled.get("profile_error")}
+    )
     ratio = gateway["eps"] / minimal["eps"] if minimal["eps"] else None
     return {
         "gateway_eps": gateway["eps"],

@@ -19,6 +19,7 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,12 +133,16 @@ def bad_json(data: st.DataObject, doc: Doc) -> bytes:
     return raw.replace(b'"event_id"', b"event_id", 1)
 
 
+def _not_a(kind: type) -> Callable[[object], bool]:
+    return lambda value: type(value) is not kind
+
+
 def wrong_types(data: st.DataObject, doc: Doc) -> bytes:
     doc = _copy(doc)
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(_leaves(doc)))
         old = _get(doc, path)
-        new = data.draw(_JSON_ANY.filter(lambda v, old=old: type(v) is not type(old)))
+        new = data.draw(_JSON_ANY.filter(_not_a(type(old))))
         _set(doc, path, new)
     return _dump(doc)
 
