@@ -1,4 +1,17 @@
-"""Append-only, hash-chained ledger of every exchange with a partner, and its tamper check."""
+"""Append-only, hash-chained ledger of every exchange with a partner, and its tamper check.
+
+Hash format (frozen). ``record_hash`` is the SHA-256 hex of the UTF-8 bytes of one canonical JSON
+document: every `ExchangeEntry` field (times as UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, missing values as
+``null``), plus ``format`` (`HASH_FORMAT`, 1), ``seq`` and ``prev_hash``; keys sorted, separators ``,`` and
+``:``, non-ASCII characters as themselves. tests/unit/test_ledger_hash.py pins known answers.
+
+Migration note: a record can never be re-hashed (that is what the chain is for), so `compute_record_hash`
+must keep producing these exact bytes for as long as format-1 records exist. A future change of the
+document (a new field, another time format, another digest) must add the format version to the stored
+records (a ``hash_format`` column whose absence or NULL means 1; `HASH_FORMAT` is inside the hashed
+document but not stored beside it, so today a verifier could not tell formats apart), hash new records
+with a new function, and keep verifying old ones with this function unchanged. Do not edit it in place.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +46,8 @@ from gateway.store.schema import (
 
 GENESIS_HASH = "0" * 64
 
-# Bumped if the canonical form ever changes; it is hashed, so old records keep verifying as written.
+# Part of the hashed document. A new format gets a new number and a new function (see the migration note
+# above); this one stays as it is so that format-1 records keep verifying.
 HASH_FORMAT = 1
 
 _OUTCOME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import Executable, insert, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -56,15 +56,15 @@ async def fill(ledger: Ledger, count: int) -> list[LedgerRecord]:
     return [await ledger.append(entry(i)) for i in range(1, count + 1)]
 
 
-async def tamper(engine: AsyncEngine, sql: str, **params: Any) -> None:
-    """Run raw SQL the way an intruder with database access would, append-only triggers bypassed."""
+async def tamper(engine: AsyncEngine, sql: str | Executable, **params: Any) -> None:
+    """Run SQL the way an intruder with database access would, append-only triggers bypassed."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
         else:
             await conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_entries_no_update")
             await conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_entries_no_delete")
-        await conn.execute(text(sql), params)
+        await conn.execute(text(sql) if isinstance(sql, str) else sql, params)
 
 
 async def forge(engine: AsyncEngine, seq: int, prev_hash: str, **overrides: Any) -> None:
@@ -253,6 +253,68 @@ async def test_verify_detects_an_edited_row(store_engine: AsyncEngine) -> None:
     report = await ledger.verify()
     assert not report.ok
     assert report.problems == ["seq 3: record edited (hash mismatch)"]
+
+
+# One edit per stored column of seq 3 (of 5), each a value the column accepts, so the database stores
+# exactly this (typed binds: a timestamp moves by one microsecond on both backends). Nullable columns are
+# also set to NULL. Whatever the column, verify must name seq 3: a column that is stored but not hashed
+# (or not compared) would let its edit pass unnoticed.
+COLUMN_EDITS: list[tuple[str, Any]] = [
+    ("adapter", "tax"),
+    ("operation", "other_operation"),
+    ("dossier_code", "H12.1-260301-9999"),
+    ("event_id", "evt-forged"),
+    ("idempotency_key", "H12.1-260301-0001:v9"),
+    ("request_hash", sha256_hex("forged request")),
+    ("response_hash", sha256_hex("forged response")),
+    ("response_hash", None),
+    ("partner_reference", "DVCQG-999999"),
+    ("partner_reference", None),
+    ("outcome", "rejected"),
+    ("attempts", 2),
+    ("started_at", T0 + timedelta(seconds=3, microseconds=1)),
+    ("finished_at", T0 + timedelta(seconds=3, microseconds=123_458)),
+    ("detail", "HTTP 201"),
+    ("prev_hash", sha256_hex("another chain")),
+    ("record_hash", sha256_hex("another hash")),
+    ("seq", 103),
+]
+
+# What verify says, per column: seq 3 is always named (an edited seq shows as a gap where the row was
+# and as an extra row beyond the head).
+EDITED = ["seq 3: record edited (hash mismatch)"]
+EXPECTED_PROBLEMS: dict[str, list[str]] = {
+    # The broken link is also blamed on seq 2, which is intact: from the chain alone verify cannot tell a
+    # re-hashed seq 2 from an edited link in seq 3. Pinned as it is; seq 3 is named first.
+    "prev_hash": [
+        "seq 3: record edited (hash mismatch)",
+        "seq 2: record replaced or edited and re-hashed (seq 3's prev_hash does not match it)",
+    ],
+    "record_hash": [
+        "seq 3: record edited (hash mismatch)",
+        "seq 3: record replaced or edited and re-hashed (seq 4's prev_hash does not match it)",
+    ],
+    "seq": [
+        "seq 3: record(s) deleted (seq 2 is followed by seq 4)",
+        "seq 103: record edited (hash mismatch)",
+        "seq 103: record inserted (beyond the chain head at seq 5)",
+    ],
+}
+
+
+def test_every_stored_column_has_a_tamper_case() -> None:
+    assert {name for name, _ in COLUMN_EDITS} == {c.name for c in ledger_entries.columns}
+
+
+@pytest.mark.parametrize(("column", "value"), COLUMN_EDITS, ids=[f"{c}={v!r}"[:40] for c, v in COLUMN_EDITS])
+async def test_verify_names_a_row_edited_in_any_column(store_engine: AsyncEngine, column: str, value: Any) -> None:
+    ledger = Ledger(store_engine)
+    records = await fill(ledger, 5)
+    assert getattr(records[2], column) != value  # an edit, not a no-op
+    await tamper(store_engine, update(ledger_entries).where(ledger_entries.c.seq == 3).values({column: value}))
+    report = await ledger.verify()
+    assert not report.ok
+    assert report.problems == EXPECTED_PROBLEMS.get(column, EDITED)
 
 
 async def test_verify_reports_rows_edited_into_invalid_values(store_engine: AsyncEngine) -> None:
