@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from pydantic import ValidationError
@@ -28,7 +27,7 @@ from gateway.pipeline import Pipeline
 from gateway.retry_topics import build_tiers
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
-from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher
+from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher, broker_producer
 from gateway.runtime.tuning import settle_heap
 from gateway.settings import GatewaySettings
 from gateway.store import Store, open_store
@@ -66,7 +65,6 @@ class Gateway:
     runtimes: list[AdapterRuntime] = field(default_factory=list)
     server: OperatorServer | None = None
     store: Store | None = None
-    results_producer: AIOKafkaProducer | None = None
     _sampler: asyncio.Task[None] | None = None
 
     async def _sample(self, every_s: float = 5.0) -> None:
@@ -101,9 +99,8 @@ class Gateway:
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
                 await rt.client.close()
-        with contextlib.suppress(Exception):
-            if self.results_producer is not None:
-                await self.results_producer.stop()
+        for rt in self.runtimes:
+            rt.breaker.close()
         with contextlib.suppress(Exception):
             await self.broker.stop()
         if self.store is not None:
@@ -171,6 +168,9 @@ async def start_gateway(
         bootstrap,
         logger=None,
         client_id="dossier-gateway",
+        # Every record we publish stands for an input offset we then commit: it must be on every in-sync
+        # replica first (FastStream's default is acks=1). Results share this producer (one per process).
+        acks="all",
         security=faststream_security(settings.kafka),
         # Dead letters carry the original bytes, which may exceed Kafka's usual 1 MB request size.
         max_request_size=settings.kafka.max_dead_letter_bytes + 256 * 1024,
@@ -198,12 +198,7 @@ async def start_gateway(
             bootstrap, topics, settings.kafka.replication_factor, configs=keep, **security_options(settings.kafka)
         )
         publisher = BrokerPublisher(broker)
-        gw.results_producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id="dossier-gateway-results", acks="all",
-            **security_options(settings.kafka),
-        )
-        await gw.results_producer.start()
-        results = ProducerPublisher(gw.results_producer)
+        results = ProducerPublisher(broker_producer(broker))
         options = ConsumerOptions(
             max_in_flight=settings.concurrency.max_in_flight,
             commit_interval_s=settings.concurrency.commit_interval_s,

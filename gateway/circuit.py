@@ -1,14 +1,17 @@
 """Circuit breaker per partner: stop hammering a partner that keeps failing, probe it, resume when it is back.
 
     CLOSED ──(failure_threshold consecutive retryable failures)──▶ OPEN
-    OPEN ──(open_s elapsed)──▶ HALF_OPEN: at most `probe_limit` calls at once go through as probes
+    OPEN ──(open_s elapsed: a timer, not the next caller)──▶ HALF_OPEN: at most `probe_limit` calls at once
+                                                             go through as probes
     HALF_OPEN ──(a probe succeeds)──▶ CLOSED        HALF_OPEN ──(a probe fails)──▶ OPEN (open_s doubles, capped)
 
 Callers wait at the gate while the circuit is open instead of failing: waiting is not an attempt, so a
 partner outage never exhausts retries or fills the dead-letter topic. A failed probe is not the prober's
 failure either (`call`): it tested the partner, and the caller goes back to the gate. The owner pauses
 consumption on OPEN and resumes on HALF_OPEN (new messages then queue at the gate behind the probes, bounded
-by in-flight limits).
+by in-flight limits). Half-open comes from a timer, not from traffic: while the circuit is open the owner
+fetches nothing, so once nothing is in flight no caller would ever arrive to notice that `open_s` passed,
+and the circuit (with every parked message behind it) would stay open until a restart.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._probes_in_flight = 0
         self._changed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self._listeners: list[Listener] = []
         self.probes = 0
         self.max_probes_in_flight = 0
@@ -147,6 +151,9 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         if self.state is not CircuitState.CLOSED:
             self._open_s = self.base_open_s
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._transition(CircuitState.CLOSED)
 
     def _failed(self, probe: bool) -> None:
@@ -161,6 +168,34 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._opened_at = self._clock()
         self._transition(CircuitState.OPEN)
+        self._arm_timer(self._open_s)
+
+    def _arm_timer(self, delay_s: float) -> None:
+        """Go half-open after `delay_s` even if nobody calls (see the module docstring)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # opened outside a loop (a synchronous unit test): callers still check the time
+            self._timer = None
+            return
+        self._timer = loop.call_later(max(0.0, delay_s), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.state is not CircuitState.OPEN:
+            return
+        remaining = self._opened_at + self._open_s - self._clock()
+        if remaining > 0:  # the clock is not the loop's (tests use a fake one): look again later
+            self._arm_timer(remaining)
+            return
+        self._transition(CircuitState.HALF_OPEN)
+
+    def close(self) -> None:
+        """Cancel the half-open timer (the process is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _transition(self, new: CircuitState) -> None:
         old, self.state = self.state, new

@@ -1,5 +1,10 @@
-"""Publishing to Kafka: results straight through an aiokafka producer, retry copies and dead letters through
-the FastStream broker (with its publish metrics)."""
+"""Publishing to Kafka: one producer per process, acks=all. Results go straight through its aiokafka
+producer, retry copies and dead letters through the FastStream broker that owns it (with its publish metrics).
+
+Every record published here is published before the offset of the record it stands for is committed, so
+the broker must have it on every in-sync replica first: acks=all. FastStream's default is acks=1, which
+loses the record when the leader dies right after answering (the input offset is already committed).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,21 @@ class Publisher(Protocol):
         ...
 
 
+def broker_producer(broker: KafkaBroker) -> AIOKafkaProducer:
+    """The aiokafka producer inside a connected FastStream broker, so the process needs no second one.
+
+    FastStream has no public accessor for it; tests/integration/test_publisher.py pins this path and the
+    producer's acks, so an upgrade that moves it fails there, not in production.
+    """
+    state = getattr(broker.config.producer, "_producer", None)  # private: see the docstring
+    producer = getattr(state, "producer", None)
+    if not isinstance(producer, AIOKafkaProducer):
+        raise RuntimeError("the FastStream broker is not connected (no aiokafka producer inside)")
+    return producer
+
+
 class BrokerPublisher:
-    """Publisher over a connected FastStream `KafkaBroker` (acks=all by default)."""
+    """Publisher over a connected FastStream `KafkaBroker` (built with acks="all" by the composition root)."""
 
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker

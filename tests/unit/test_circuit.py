@@ -171,3 +171,25 @@ async def test_a_failure_while_closed_fails_the_caller_at_once() -> None:
     with pytest.raises(PartnerUnavailable):
         await cb.call(partner, free)
     assert partner.calls == 1 and free.left == 3
+
+
+async def test_goes_half_open_by_itself_when_nobody_calls() -> None:
+    """Open → half-open comes from time: with no caller at all (consumers paused, nothing in flight) the
+    circuit still turns half-open, so the owner resumes consumption and parked messages can probe."""
+    seen: list[CircuitState] = []
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=0.05, max_open_s=0.1)
+    half_open = asyncio.Event()
+    cb.subscribe(lambda _old, new: (seen.append(new), new is CircuitState.HALF_OPEN and half_open.set()))
+    await fail(cb)
+    assert cb.state is CircuitState.OPEN
+    await asyncio.wait_for(half_open.wait(), timeout=2.0)  # raises if the timer never fires
+    assert seen == [CircuitState.OPEN, CircuitState.HALF_OPEN]
+    assert cb.probes == 0  # nobody probed: the transition did not need a caller
+
+
+async def test_closing_cancels_the_half_open_timer() -> None:
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=0.05)
+    await fail(cb)
+    cb.close()
+    await asyncio.sleep(0.15)  # three times open_s: the timer would have fired by now
+    assert cb.state is CircuitState.OPEN
