@@ -25,7 +25,7 @@ from gateway.store.owned_versions import OwnedVersions
 from gateway.store.parking import parked_messages
 from gateway.store.processed import mark_row, mark_statement
 from gateway.store.schema import processed_events, sync_state
-from gateway.store.sync_state import advance_returning_statement, advance_row, advance_statement
+from gateway.store.sync_state import advance_returning_statement, advance_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,6 @@ _PARKED_IN = (
     .where(_K.adapter == bindparam("adapter"), _K.dossier_code.in_(bindparam("codes", expanding=True)))
     .distinct()
 )
-_VERSIONS_FOR_UPDATE = _VERSIONS_IN.with_for_update()
 
 
 class GroupCommitter:
@@ -275,30 +274,52 @@ def _advance(conn: Connection, batch: list[Settlement]) -> list[bool]:
 
 
 # A multi-row upsert has one SQL text per row count, each prepared anew, and pysqlite keeps the last 128
-# prepared: large batches (a backlog) take the read-then-executemany path instead, whose one text is
-# prepared once. With RETURNING at every size, 120,000 settlements in random batches of 1-500 grew the
-# process by 24 MB against 7 MB, and the 0 ms overhead benchmark measured 0.64 against 0.74 with the
-# limit (two make bench runs half an hour apart).
+# prepared: with RETURNING at every size, 120,000 settlements in random batches of 1-500 grew the process
+# by 24 MB against 7 MB, and the 0 ms overhead benchmark measured 0.64 against 0.74 with the limit (two make
+# bench runs half an hour apart). Larger batches are therefore sent in chunks of at most this many rows:
+# the same 16 texts the small batches use, so nothing more is prepared.
 _RETURNING_MAX_ROWS = 16
 
 
 def _advance_in_order(conn: Connection, batch: list[Settlement]) -> list[bool]:
-    """Large batches, or several advances of one dossier in a batch (retry tiers overlapping): read the
-    stored versions, then decide the advances one by one."""
-    current = _current_versions(conn, batch)
-    results: list[bool] = []
-    advances: dict[tuple[str, str], dict[str, Any]] = {}
-    for s in batch:
-        won = True
-        if s.advance is not None:
-            k = (s.adapter, s.advance.dossier_code)
-            won = s.advance.version > current.get(k, 0)
-            if won:
-                current[k] = s.advance.version
-                advances[k] = _advance_row(s)
-        results.append(won)
-    if advances:
-        conn.execute(advance_statement(conn.dialect.name), list(advances.values()))
+    """Large batches, or several advances of one dossier in a batch (retry tiers overlapping).
+
+    The database decides, as for small batches: the guarded upsert's RETURNING names the winners. Reading
+    the versions first and deciding here is not safe on PostgreSQL: `SELECT ... FOR UPDATE` cannot lock a
+    row that does not exist yet, so two processes inserting one new dossier would both have won.
+
+    A dossier's advances are decided in submission order. One not above an earlier one of the same batch
+    loses without asking (that earlier one either won, or lost to a stored version at least as high). The
+    others rise strictly and go in rounds, the i-th of each dossier in round i, so that one statement never
+    names a dossier twice and each sees the outcome of the one before: v3 then v5 both win, v5 then v3 loses.
+    """
+    results = [s.advance is None for s in batch]  # no advance: nothing to lose
+    highest: dict[tuple[str, str], int] = {}
+    depth: dict[tuple[str, str], int] = {}
+    rounds: list[list[tuple[tuple[str, str], int]]] = []
+    for i, s in enumerate(batch):
+        if s.advance is None:
+            continue
+        k = (s.adapter, s.advance.dossier_code)
+        if k in highest and s.advance.version <= highest[k]:
+            continue
+        highest[k] = s.advance.version
+        n = depth[k] = depth.get(k, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((k, i))
+    statement = advance_returning_statement(conn.dialect.name)
+    for advances in rounds:
+        # One lock order in every process (a round's dossiers are a subset of the previous round's), so that
+        # two committers upserting the same dossiers cannot deadlock.
+        advances.sort()
+        rows = [_advance_row(batch[i]) for _, i in advances]
+        written: set[tuple[str, str]] = set()
+        for start in range(0, len(rows), _RETURNING_MAX_ROWS):
+            chunk = rows[start : start + _RETURNING_MAX_ROWS]
+            written.update((adapter, code) for adapter, code in conn.execute(statement, chunk))
+        for k, i in advances:
+            results[i] = k in written
     return results
 
 
@@ -306,14 +327,3 @@ def _advance_row(s: Settlement) -> dict[str, Any]:
     a = s.advance
     assert a is not None
     return advance_row(s.adapter, a.dossier_code, a.version, a.partner_status, a.partner_answer)
-
-
-def _current_versions(conn: Connection, batch: list[Settlement]) -> dict[tuple[str, str], int]:
-    """Stored versions of the batch's dossiers, locked on PostgreSQL until commit (SQLite holds its write lock)."""
-    current: dict[tuple[str, str], int] = {}
-    for adapter in {s.adapter for s in batch if s.advance is not None}:
-        codes = list({s.advance.dossier_code for s in batch if s.adapter == adapter and s.advance is not None})
-        query = _VERSIONS_FOR_UPDATE if conn.dialect.name == "postgresql" else _VERSIONS_IN
-        for code, version in conn.execute(query, {"adapter": adapter, "codes": codes}):
-            current[(adapter, code)] = version
-    return current

@@ -4,16 +4,19 @@ settles (who wins, what is marked) and the ledger chain it extends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store import Advance, Settlement, Store, open_store
 from gateway.store.batch_runner import batch_runner
+from gateway.store.database import writer
 from gateway.store.ledger import ExchangeEntry
-from gateway.store.schema import sync_state
+from gateway.store.schema import ledger_head, sync_state
 from gateway.store.sync_state import advance_row, advance_statement
 
 ADAPTER = "national_portal"
@@ -178,3 +181,73 @@ async def test_a_large_batch_decides_each_advance_too(store: Store) -> None:
     assert won == [i not in (3, 7) for i in range(40)]
     versions = await store.sync_state.last_versions(ADAPTER)
     assert (versions["D3"], versions["D7"], versions["D0"], len(versions)) == (9, 9, 5, 40)
+
+
+@contextlib.asynccontextmanager
+async def chain_head_held(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold the ledger's serialisation point, as a third writer would: committers block on it at their head move
+    (PostgreSQL: the head row's lock, after their advances) or at BEGIN IMMEDIATE (SQLite: the write lock)."""
+    async with writer(engine).begin() as conn:
+        await conn.execute(select(ledger_head).with_for_update())
+        yield
+
+
+async def blocked_writers(engine: AsyncEngine, count: int) -> None:
+    """Wait until `count` transactions wait on a lock (PostgreSQL); on SQLite give them time to reach BEGIN."""
+    if engine.dialect.name != "postgresql":
+        await asyncio.sleep(0.3)
+        return
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with engine.connect() as conn:
+        for _ in range(200):
+            if (await conn.execute(query)).scalar_one() >= count:
+                return
+            await asyncio.sleep(0.05)
+    pytest.fail(f"{count} writers never waited on a lock")
+
+
+async def test_two_processes_inserting_one_new_dossier_in_large_batches_have_one_winner(store_url: str) -> None:
+    """Two committers on two engines (two gateway processes) each settle a batch of 20 (past the RETURNING
+    limit: the in-order path) holding the same brand-new dossier. Both batches are in flight together: the
+    first has inserted the dossier and waits at the chain head, the second waits on that insert. A row that
+    does not exist yet cannot be locked by a read, so only the database's compare-and-set can name the winner."""
+    first, second = await open_store(store_url), await open_store(store_url)
+    try:
+        async with chain_head_held(first.engine):
+            batches = [
+                asyncio.ensure_future(asyncio.gather(*(
+                    s.committer.settle(synced(f"{name}{i}", "D-new" if i == 0 else f"D-{name}{i}", 1))
+                    for i in range(20)
+                )))
+                for name, s in (("a", first), ("b", second))
+            ]
+            await blocked_writers(first.engine, 2)
+        won_a, won_b = await asyncio.gather(*batches)
+        assert won_a[1:] == won_b[1:] == [True] * 19  # their own dossiers
+        assert won_a[0] + won_b[0] == 1, (won_a[0], won_b[0])
+        assert (await first.sync_state.last_versions(ADAPTER))["D-new"] == 1
+        marked = [await first.processed.is_processed(ADAPTER, e) for e in ("a0", "b0")]
+        assert marked == [won_a[0], won_b[0]]  # only the winner is marked
+        report = await first.ledger.verify()
+        assert (report.ok, report.records) == (True, 40), report.problems
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_in_order_path_decides_each_dossier_in_submission_order_against_the_store(store: Store) -> None:
+    """A batch past the RETURNING limit holding several advances of some dossiers, some of them stored: v3 then
+    v5 both win, v5 then v3 loses, an advance under the stored version loses and the next one above it wins."""
+    c = store.committer
+    assert await store.sync_state.advance(ADAPTER, "D1", 4, 2, None)
+    plan = [("D1", 3, False), ("D1", 5, True), ("D1", 5, False), ("D2", 5, True), ("D2", 3, False),
+            ("D3", 1, True), ("D3", 2, True), ("D3", 7, True), ("D1", 6, True)]
+    plan += [(f"F{i}", 1, True) for i in range(20)]  # fillers: round one spans two chunks
+    won = await asyncio.gather(*(c.settle(synced(f"e{i}", code, v)) for i, (code, v, _) in enumerate(plan)))
+    assert won == [expected for _, _, expected in plan]
+    versions = await store.sync_state.last_versions(ADAPTER)
+    assert (versions["D1"], versions["D2"], versions["D3"], len(versions)) == (6, 5, 7, 23)
+    marked = [await store.processed.is_processed(ADAPTER, f"e{i}") for i in range(len(plan))]
+    assert marked == won
