@@ -53,9 +53,15 @@ class Settlement:
 class Known:
     """What the database already knows about an incoming message."""
 
-    processed: bool
+    # How the processed event ended (its processed_events outcome), None if it was not processed: a duplicate
+    # tells the pipeline which result to publish again.
+    processed_outcome: str | None
     last_version: int | None
     parked: bool  # some earlier message of this dossier waits in a retry topic
+
+    @property
+    def processed(self) -> bool:
+        return self.processed_outcome is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,7 @@ _T = sync_state.c
 _P = processed_events.c
 _K = parked_messages.c
 # Statements are built once: constructing SQLAlchemy expressions per message costs more than running them.
-_PROCESSED_IN = select(_P.event_id).where(
+_PROCESSED_IN = select(_P.event_id, _P.outcome).where(
     _P.adapter == bindparam("adapter"), _P.event_id.in_(bindparam("ids", expanding=True))
 )
 _VERSIONS_IN = select(_T.dossier_code, _T.last_version).where(
@@ -162,7 +168,7 @@ class GroupCommitter:
         return self._reads.items
 
     async def known(self, adapter: str, event_id: str, dossier_code: str, *, owned_version: int | None = None) -> Known:
-        """Processed flag, last synced version and parked flag of one message's dossier.
+        """Processed outcome, last synced version and parked flag of one message's dossier.
 
         `owned_version`: the message's dossier version, given only when the message came keyed by its dossier
         code from a partition this process owns (see gateway.store.owned_versions); a version newer than the
@@ -171,7 +177,7 @@ class GroupCommitter:
         if owned_version is not None:
             newer, last = self.owned.newer_than_known(adapter, dossier_code, owned_version)
             if newer:
-                return Known(processed=False, last_version=last, parked=False)
+                return Known(processed_outcome=None, last_version=last, parked=False)
         known = await self._reads.submit(Lookup(adapter, event_id, dossier_code))
         if owned_version is not None and not known.parked:
             self.owned.remember(adapter, dossier_code, known.last_version)
@@ -216,7 +222,7 @@ def _look_up(conn: Connection, batch: list[Lookup]) -> list[Known]:
     unparked here has its newest version visible to the next query, even without one snapshot (PostgreSQL's
     read committed); that is what makes an unparked answer safe to remember.
     """
-    processed: set[tuple[str, str]] = set()
+    processed: dict[tuple[str, str], str] = {}
     versions: dict[tuple[str, str], int] = {}
     parked: set[tuple[str, str]] = set()
     for adapter in {x.adapter for x in batch}:
@@ -226,11 +232,11 @@ def _look_up(conn: Connection, batch: list[Lookup]) -> list[Known]:
             parked.add((adapter, code))
         for code, version in conn.execute(_VERSIONS_IN, {"adapter": adapter, "codes": codes}):
             versions[(adapter, code)] = version
-        for (event_id,) in conn.execute(_PROCESSED_IN, {"adapter": adapter, "ids": ids}):
-            processed.add((adapter, event_id))
+        for event_id, outcome in conn.execute(_PROCESSED_IN, {"adapter": adapter, "ids": ids}):
+            processed[(adapter, event_id)] = outcome
     return [
         Known(
-            processed=(x.adapter, x.event_id) in processed,
+            processed_outcome=processed.get((x.adapter, x.event_id)),
             last_version=versions.get((x.adapter, x.dossier_code)),
             parked=(x.adapter, x.dossier_code) in parked,
         )

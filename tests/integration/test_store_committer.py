@@ -251,3 +251,23 @@ async def test_the_in_order_path_decides_each_dossier_in_submission_order_agains
     assert (versions["D1"], versions["D2"], versions["D3"], len(versions)) == (6, 5, 7, 23)
     marked = [await store.processed.is_processed(ADAPTER, f"e{i}") for i in range(len(plan))]
     assert marked == won
+
+
+async def test_a_lookup_says_how_the_processed_event_ended(store: Store) -> None:
+    """A duplicate's result can be published again only if the lookup says what it was."""
+    c = store.committer
+    assert await c.settle(synced("e1", "D1", 1))  # marked "synced"
+    assert await c.settle(Settlement(ADAPTER, "e2", processed_outcome="rejected"))
+    assert await c.settle(Settlement(ADAPTER, "e3", Advance("D3", 1, 2, None)))  # not marked (e.g. dead-lettered)
+    found = await asyncio.gather(c.known(ADAPTER, "e1", "D1"), c.known(ADAPTER, "e2", "D2"),
+                                 c.known(ADAPTER, "e3", "D3"), c.known("other_adapter", "e1", "D1"))
+    assert [(k.processed_outcome, k.processed) for k in found] == [
+        ("synced", True), ("rejected", True), (None, False), (None, False),
+    ]
+    # The owned-version fast path answers without the database: a newer version is never processed.
+    again = await c.known(ADAPTER, "e1", "D1", owned_version=1)  # a duplicate asks, then D1 is remembered
+    assert (again.processed_outcome, again.last_version) == ("synced", 1)
+    asked = lookups(store)
+    newer = await c.known(ADAPTER, "e5", "D1", owned_version=2)
+    assert (newer.processed_outcome, newer.processed, newer.last_version) == (None, False, 1)
+    assert lookups(store) == asked
