@@ -3,11 +3,17 @@
 A message that keeps failing with a retryable error leaves the input partition (so other dossiers go on)
 and waits in `<topic>.<adapter>-retry-<delay>`; a consumer per tier delivers it once its due time has
 come. Headers keep where it came from, so a later dead letter still names the original topic/offset.
+
+The ladder is validated (`validate_ladder`) because a tier is known by its label: two delays with one label
+would share a topic and a consumer group. Parked rows name their tier by index, so a ladder change must also
+be reconciled with what is parked (`gateway.store.ladder.reconcile_ladder`, run at start-up).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contracts.topics import retry_topic
@@ -35,6 +41,50 @@ def delay_label(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
+MAX_TIERS = 10
+# Below a millisecond the label would read "0ms"; a retry that soon is an in-process retry anyway.
+MIN_DELAY_S = 0.001
+# Tier topics keep the broker's default retention (7 days unless the operator changed it): a copy that waits
+# longer could be deleted before it is due if its consumer restarts. This also bounds the label's length.
+MAX_DELAY_S = 7 * 24 * 3600.0
+
+
+def validate_ladder(delays_s: Sequence[float]) -> list[float]:
+    """The ladder as a list if it is usable, else ValueError saying what to change.
+
+    Usable: at most MAX_TIERS delays, each finite and between MIN_DELAY_S and MAX_DELAY_S, strictly
+    increasing, and no two with the same label (the label names the tier's topic and consumer group).
+    An empty ladder is allowed: retryable failures are then dead-lettered after the in-process attempts.
+    """
+    delays = [float(d) for d in delays_s]
+    if len(delays) > MAX_TIERS:
+        raise ValueError(f"retry.tiers_s has {len(delays)} delays, at most {MAX_TIERS} are allowed: drop some of them")
+    by_label: dict[str, float] = {}
+    for i, delay in enumerate(delays):
+        if not math.isfinite(delay):
+            raise ValueError(f"retry.tiers_s[{i}] is {delay}: give each delay as a finite number of seconds")
+        if not MIN_DELAY_S <= delay <= MAX_DELAY_S:
+            raise ValueError(
+                f"retry.tiers_s[{i}] is {delay:g} s: each delay must be between {MIN_DELAY_S:g} s and "
+                f"{MAX_DELAY_S:g} s (7 days)"
+            )
+        if i > 0 and delay == delays[i - 1]:
+            raise ValueError(f"retry.tiers_s lists {delay:g} s twice: list each delay once")
+        if i > 0 and delay < delays[i - 1]:
+            raise ValueError(
+                f"retry.tiers_s is not increasing ({delays[i - 1]:g} s before {delay:g} s): "
+                "list the delays shortest first"
+            )
+        label = delay_label(delay)
+        if label in by_label:
+            raise ValueError(
+                f"retry.tiers_s: {by_label[label]:g} s and {delay:g} s both get the topic suffix {label!r} "
+                "(one topic and consumer group for two tiers): give delays in whole milliseconds"
+            )
+        by_label[label] = delay
+    return delays
+
+
 @dataclass(frozen=True, slots=True)
 class RetryTier:
     """One delay step of the retry ladder."""
@@ -45,11 +95,11 @@ class RetryTier:
     topic: str
 
 
-def build_tiers(input_topic: str, adapter: str, delays_s: list[float]) -> tuple[RetryTier, ...]:
-    """The retry ladder of one adapter reading one input topic."""
+def build_tiers(input_topic: str, adapter: str, delays_s: Sequence[float]) -> tuple[RetryTier, ...]:
+    """The retry ladder of one adapter reading one input topic; ValueError if the delays are unusable."""
     return tuple(
         RetryTier(i, d, delay_label(d), retry_topic(input_topic, adapter, delay_label(d)))
-        for i, d in enumerate(delays_s)
+        for i, d in enumerate(validate_ladder(delays_s))
     )
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS
+from gateway.retry_topics import validate_ladder
 
 CONFIG_FILE_ENV = "GATEWAY_CONFIG"
 
@@ -68,8 +69,15 @@ class RetrySettings(BaseModel):
     backoff_max_s: float = 5.0
     tiers_s: list[float] = Field(
         default=[10.0, 60.0, 600.0],
-        description="delays of the retry topics, in order; after the last tier a message is dead-lettered",
+        description="delays of the retry topics, strictly increasing, at most 10; after the last tier a message "
+        "is dead-lettered. Changing it while messages are parked is checked at start-up (gateway.store.ladder)",
     )
+
+    @field_validator("tiers_s")
+    @classmethod
+    def _usable_ladder(cls, value: list[float]) -> list[float]:
+        # Refused at load, not when the pipeline first parks a message in a tier that shares a topic.
+        return validate_ladder(value)
 
 
 class CircuitSettings(BaseModel):

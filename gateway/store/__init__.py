@@ -2,6 +2,7 @@
 
 from gateway.store.database import create_engine, migrate, normalise_url
 from gateway.store.dlq_actions import DlqAction, DlqActions
+from gateway.store.ladder import LadderChanged, LadderReconciled, reconcile_ladder, stored_ladder
 from gateway.store.ledger import (
     GENESIS_HASH,
     ChainHead,
@@ -28,6 +29,8 @@ __all__ = [
     "ExchangeEntry",
     "GroupCommitter",
     "Known",
+    "LadderChanged",
+    "LadderReconciled",
     "Ledger",
     "LedgerRecord",
     "Outcome",
@@ -45,5 +48,7 @@ __all__ = [
     "migrate",
     "normalise_url",
     "open_store",
+    "reconcile_ladder",
     "sha256_hex",
+    "stored_ladder",
 ]
