@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.batch_runner import batch_runner
@@ -25,7 +26,7 @@ from gateway.store.owned_versions import OwnedVersions
 from gateway.store.parking import parked_messages
 from gateway.store.processed import mark_row, mark_statement
 from gateway.store.schema import processed_events, sync_state
-from gateway.store.sync_state import advance_returning_statement, advance_row
+from gateway.store.sync_state import advance_returning_statement, advance_row, check_numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +114,62 @@ class _Batcher(Generic[T, R]):
                 for _, fut in live:
                     fut.cancel()
                 raise
-            except Exception as exc:  # every waiter learns it failed; their messages are redone
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            except Exception as exc:
+                if len(live) > 1 and not transient(exc):
+                    await self._one_by_one(live)
+                else:  # every waiter learns it failed; their messages are redone
+                    _fail(live, exc)
                 continue
             for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
             self.batches += 1
             self.items += len(live)
+
+    async def _one_by_one(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """The batch failed for a reason that is not the connection's: some item holds a value the database or
+        its driver refuses, and it would fail every batch it joins, forever. Each item alone, in order, so that
+        only the culprit's waiter gets the error."""
+        for index, (item, fut) in enumerate(live):
+            try:
+                (result,) = await self._work([item])
+            except asyncio.CancelledError:
+                for _, rest in live[index:]:
+                    rest.cancel()
+                raise
+            except Exception as exc:
+                if transient(exc):  # the database went away meanwhile: the rest would only wait to fail
+                    _fail(live[index:], exc)
+                    return
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if not fut.done():
+                fut.set_result(result)
+            self.batches += 1
+            self.items += 1
+
+
+def _fail(waiting: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
+    for _, fut in waiting:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+# SQLSTATE classes of errors that are the server's state, not the statement's: connection exception,
+# transaction rollback (serialization failure, deadlock), insufficient resources, operator intervention.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a batch's failure is the database's or the connection's (retrying the batch later can work), not
+    one of its items' (a value refused every time it is sent)."""
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return exc.connection_invalidated or (isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES)
+    return False
 
 
 _T = sync_state.c
@@ -184,9 +231,14 @@ class GroupCommitter:
         return known
 
     async def settle(self, settlement: Settlement) -> bool:
-        """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed."""
-        won = await self._writes.submit(settlement)
+        """Persist one message's outcome; True unless its advance was stale. Raises if the commit failed.
+
+        A version or partner status its column cannot hold raises ValueError at once: it never joins a batch.
+        """
         if (a := settlement.advance) is not None:
+            check_numbers(a.version, a.partner_status)
+        won = await self._writes.submit(settlement)
+        if a is not None:
             if won:
                 self.owned.advanced(settlement.adapter, a.dossier_code, a.version)
             else:  # someone else is ahead of what we remembered

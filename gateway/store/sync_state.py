@@ -103,11 +103,29 @@ def advance_returning_statement(dialect_name: str) -> Any:
     return advance_statement(dialect_name).returning(sync_state.c.adapter, sync_state.c.dossier_code)
 
 
+# What the columns hold on PostgreSQL (BIGINT, INTEGER). SQLite would take a larger partner status, and the
+# drivers refuse a version past 2**63 - 1 only once the statement is sent (failing every advance sent with
+# it); checked here, a bad value is refused before anything is sent, the same way on both backends.
+_VERSION_MAX = 2**63 - 1
+_STATUS_MIN, _STATUS_MAX = -(2**31), 2**31 - 1
+
+
+def check_numbers(version: int, partner_status: int | None) -> None:
+    """Raise ValueError, naming the field, for a version or partner status its column cannot hold."""
+    if not 0 <= version <= _VERSION_MAX:
+        raise ValueError(f"version {version} is outside 0..{_VERSION_MAX} (last_version is a BIGINT)")
+    if partner_status is not None and not _STATUS_MIN <= partner_status <= _STATUS_MAX:
+        raise ValueError(f"partner_status {partner_status} is outside {_STATUS_MIN}..{_STATUS_MAX} (an INTEGER)")
+
+
 def advance_row(
     adapter: str, dossier_code: str, version: int, partner_status: int | None, partner_answer: str | None
 ) -> dict[str, Any]:
-    """The parameters of one advance; a partner answer is informational, so an over-long one is cut."""
+    """The parameters of one advance; a partner answer is informational, so an over-long one is cut.
+
+    Raises ValueError for a key or number the columns cannot hold."""
     _check_key(adapter, dossier_code)
+    check_numbers(version, partner_status)
     return {
         "adapter": adapter,
         "dossier_code": dossier_code,

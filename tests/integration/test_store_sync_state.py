@@ -96,3 +96,23 @@ async def test_long_partner_answer_is_cut_and_keys_validated(store_engine: Async
         await store.advance(PORTAL, "D" * 129, 1, None, None)
     with pytest.raises(ValueError):
         await store.advance("", "D-1", 1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("version", "partner_status", "field"),
+    [
+        (2**63, None, "version"),
+        (-1, None, "version"),
+        (1, 2**31, "partner_status"),
+        (1, -(2**31) - 1, "partner_status"),
+    ],
+)
+async def test_numbers_the_columns_cannot_hold_are_refused_alike(
+    store_engine: AsyncEngine, version: int, partner_status: int, field: str
+) -> None:
+    """Refused before the database (BIGINT version, INTEGER status): both backends answer the same ValueError."""
+    store = SyncStateStore(store_engine)
+    with pytest.raises(ValueError, match=field):
+        await store.advance(PORTAL, "D-num", version, partner_status, None)
+    assert await store.get(PORTAL, "D-num") is None
+    assert await store.advance(PORTAL, "D-num", 2**63 - 1, 2**31 - 1, None)  # the largest values still fit
