@@ -30,7 +30,7 @@ from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher, broker_producer
 from gateway.runtime.tuning import settle_heap
 from gateway.settings import GatewaySettings
-from gateway.store import Store, open_store
+from gateway.store import LadderChanged, Store, open_store, reconcile_ladder
 
 log = structlog.get_logger(__name__)
 
@@ -180,10 +180,16 @@ async def start_gateway(
     gw = Gateway(settings=settings, metrics=metrics, broker=broker)
     try:
         store = gw.store = await open_store(settings.database_url)
-        await broker.connect()
         names = settings.topics
-        topics = {names.input: settings.kafka.input_partitions, names.results: settings.kafka.input_partitions}
+        # Before any connection: parked rows must still fit the ladder, or the process must not start.
         ladders = {name: build_tiers(names.input, name, settings.retry.tiers_s) for name in settings.adapters}
+        for name, tiers in ladders.items():
+            try:
+                await reconcile_ladder(store.engine, name, [tier.label for tier in tiers])
+            except LadderChanged as exc:
+                raise ConfigurationError(str(exc)) from None
+        await broker.connect()
+        topics = {names.input: settings.kafka.input_partitions, names.results: settings.kafka.input_partitions}
         for name in settings.adapters:
             topics[dead_letter_topic(names.input, name)] = 1
             for tier in ladders[name]:

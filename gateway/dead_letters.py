@@ -35,6 +35,10 @@ MAX_REASON = 2000
 # Added by `gateway dlq replay` to the re-published original.
 REPLAY_HEADER = "gateway.replay.of"  # <dlt topic>/<partition>@<offset>
 REPLAY_KIND_HEADER = "gateway.replay.kind"  # permanent/retryable: the pipeline picks the idempotency scope
+# The idempotency scope a message was delivered under, when not the original one (a replay of a refusal).
+# Written on its dead letter and kept by `gateway dlq replay`, so a second replay of a replay that then
+# failed retryably runs under the scope its first replay used: the partner may have applied that one.
+SCOPE_HEADER = "gateway.idempotency.scope"
 
 
 @dataclass(frozen=True, slots=True)

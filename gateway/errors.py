@@ -8,7 +8,8 @@
     └── PermanentError            retrying cannot help: dead-letter at once with the reason
         ├── InvalidMessage        the input is not a valid contract message (bad JSON, schema, encoding)
         ├── PartnerRejected       the partner refused the request on business grounds (4xx, error code)
-        └── PartnerProtocolError  the partner answered something we cannot understand
+        ├── PartnerProtocolError  the partner answered something we cannot understand
+        └── ProcessingFailed      the gateway kept failing on this record itself (raised by the machinery)
 
 Adapters raise these; they never retry, sleep, dead-letter or count by themselves.
 """
@@ -55,6 +56,11 @@ class InvalidMessage(PermanentError):
 
 class PartnerRejected(PermanentError):
     """The partner refused the request on business grounds; `reason` carries its answer."""
+
+
+class ProcessingFailed(PermanentError):
+    """The gateway itself kept failing on this record with the same internal error (a bug or a value the
+    store cannot hold): dead-lettered after a bounded number of tries so it cannot hold up its partition."""
 
 
 class PartnerProtocolError(PermanentError):

@@ -4,6 +4,15 @@ It is the only place that acts on failures; adapters only classify them (see gat
 pipeline never raises for bad data or partner failures: every record ends synced, rejected, dropped as
 stale or duplicate, ignored, or dead-lettered — and only then does the consumer commit past it. If the
 database or the broker fails, it raises, and the consumer retries the record (effects are idempotent).
+
+The order of steps per outcome is chosen so that a failure or a crash between any two of them loses
+nothing and doubles nothing (docs/architecture.md, "Order of steps"); `faults.hit` marks each step for the
+fault suite:
+- synced / stale: settle (one transaction) → result → release the parking row → commit. A redelivery
+  after a fault is a duplicate and re-publishes the result (its id is deterministic).
+- parked in a tier: publish the copy → write or move the parking row → ledger → commit. A copy whose row
+  was not moved yet is the live one (it rolls the row forward); an older copy is obsolete.
+- rejected / dead-lettered: ledger → result → dead letter → release → commit; a redelivery redoes them.
 """
 
 from __future__ import annotations
@@ -26,11 +35,26 @@ from contracts.results import SyncOutcome, SyncResult
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
 from gateway.circuit import CircuitBreaker, FreeProbes
-from gateway.dead_letters import REPLAY_HEADER, REPLAY_KIND_HEADER, Failure, dead_letter_headers, fit
-from gateway.errors import GatewayError, InvalidMessage, PartnerThrottled, PermanentError, RetryableError
+from gateway.dead_letters import (
+    REPLAY_HEADER,
+    REPLAY_KIND_HEADER,
+    SCOPE_HEADER,
+    Failure,
+    dead_letter_headers,
+    fit,
+)
+from gateway.errors import (
+    GatewayError,
+    InvalidMessage,
+    PartnerThrottled,
+    PermanentError,
+    ProcessingFailed,
+    RetryableError,
+)
+from gateway.faults import hit
 from gateway.logging import scrub_text
 from gateway.metrics import GatewayMetrics
-from gateway.retry_topics import RetryTier, due_in_s, retry_headers, retry_state
+from gateway.retry_topics import RetryTier, due_in_s, is_retry_copy, retry_headers, retry_state
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.records import InboundRecord
 from gateway.settings import RetrySettings
@@ -166,13 +190,14 @@ class Pipeline:
             owned_version=event.dossier_version if owned else None,
         )
         if known.processed:
-            self._count(event, "duplicate")
+            await self._duplicate(event, known.processed_outcome)
             return
         stale = known.last_version is not None and event.dossier_version <= known.last_version
         if self.adapter.ordered_by_version and stale:
             await self._stale(record, event)
             return
         if known.parked and self._tiers:  # (a parked dossier is never remembered: nothing to forget here)
+            hit("parking.park")
             parked = await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=None)
             if parked is not None:  # an earlier message of this dossier waits: queue behind it
                 await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
@@ -185,7 +210,7 @@ class Pipeline:
         async def handle(copy: InboundRecord) -> None:
             state = retry_state(copy)
             origin = state.origin
-            wait = due_in_s(copy)
+            wait = due_in_s(copy)  # the consumer holds copies back until due (due_at); this only covers skew
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -196,22 +221,30 @@ class Pipeline:
                 return
             event_id = str(event.event_id)
             parked = await self._parking.get(self._name, event_id)
-            if parked is None or parked.tier != tier.index:  # delivered already, or a newer copy waits elsewhere
+            # Copies are published before their row moves, so the row never points past the newest copy: a
+            # copy of an earlier tier than its row is obsolete (delivered already, or a newer copy waits).
+            if parked is None or parked.tier > tier.index:
                 self._count(event, "obsolete_copy")
                 return
+            if parked.tier < tier.index:  # published, then a fault before the row moved: this copy is live
+                hit("parking.move")
+                await self._parking.move(self._name, event_id, tier.index)
             head = await self._parking.head(self._name, event.dossier_code)
             if head is not None and head.event_id != event_id:  # stay behind the front of the line
-                await self._parking.move(self._name, event_id, head.tier)
                 await self._publish_copy(origin, event, self._tiers[head.tier], state.attempts, state.first_failure)
+                if head.tier != tier.index:
+                    hit("parking.move")
+                    await self._parking.move(self._name, event_id, head.tier)
                 return
             known = await self._committer.known(self._name, event_id, event.dossier_code)
             stale = known.last_version is not None and event.dossier_version <= known.last_version
-            if known.processed or (self.adapter.ordered_by_version and stale):
-                await self._parking.release(self._name, event_id)
-                if known.processed:
-                    self._count(event, "duplicate")
-                else:
-                    await self._stale(origin, event)
+            if known.processed:
+                await self._duplicate(event, known.processed_outcome)
+                await self._release(event_id)
+                return
+            if self.adapter.ordered_by_version and stale:
+                await self._stale(origin, event)
+                await self._release(event_id)
                 return
             first = datetime.fromisoformat(state.first_failure) if state.first_failure else None
             await self._deliver(origin, event, tier=tier.index, prior_attempts=state.attempts, first_failure=first)
@@ -240,20 +273,29 @@ class Pipeline:
             if isinstance(exc, RetryableError) and next_tier < len(self._tiers):
                 # From now on a tier's consumer (maybe in another process) may advance the dossier.
                 self._committer.forget(self._name, event.dossier_code)
-                if tier is None:
-                    await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=0)
-                else:
-                    await self._parking.move(self._name, str(event.event_id), next_tier)
                 detail = f"{type(exc).__name__}: {exc.reason}"
-                await self._to_tier(record, event, self._tiers[next_tier], attempts, first, "retry_scheduled", detail)
+                if tier is None:
+                    # Row first: from here on the dossier's later messages queue behind this one. A fault
+                    # before the copy is written redelivers the input, which finds its own row and
+                    # publishes the copy then (park is idempotent per event).
+                    hit("parking.park")
+                    await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=0)
+                    await self._to_tier(record, event, self._tiers[0], attempts, first, "retry_scheduled", detail)
+                    return
+                # Copy first, then the row: a fault in between leaves the row on this tier, whose copy is
+                # redelivered (a second copy in the next tier is harmless: same lane, the row decides).
+                await self._publish_copy(record, event, self._tiers[next_tier], attempts, first.isoformat())
+                hit("parking.move")
+                await self._parking.move(self._name, str(event.event_id), next_tier)
+                await self._note_tier(record, event, self._tiers[next_tier], attempts, "retry_scheduled", detail)
                 return
             await self._failed(record, event, exc, attempts, started, first)
             if tier is not None:
-                await self._parking.release(self._name, str(event.event_id))
+                await self._release(str(event.event_id))
             return
         await self._succeeded(record, event, delivered, prior_attempts + tries, started)
         if tier is not None:
-            await self._parking.release(self._name, str(event.event_id))
+            await self._release(str(event.event_id))
 
     async def _attempts(
         self, record: InboundRecord, event: DossierEvent, failures: list[datetime]
@@ -297,16 +339,24 @@ class Pipeline:
 
     async def _once(self, event: DossierEvent, free: FreeProbes) -> Delivered:
         # Neither waiting at an open circuit nor a failed probe is an attempt: an outage never exhausts retries.
-        return await self._breaker.call(functools.partial(self.adapter.deliver, event), free)
+        return await self._breaker.call(functools.partial(self._call_partner, event), free)
+
+    async def _call_partner(self, event: DossierEvent) -> Delivered:
+        hit("partner.call")
+        delivered = await self.adapter.deliver(event)
+        hit("partner.answered")  # the partner has applied it; nothing of ours is written yet
+        return delivered
 
     @staticmethod
     def _scope_of(record: InboundRecord) -> str:
         """Idempotency scope of a replayed dead letter that the partner had refused (see gateway.adapter).
 
         Only an explicit refusal gets a fresh scope: after a retryable failure or an unreadable answer the
-        partner may have applied the call, and the original key is what keeps it from happening twice."""
+        partner may have applied the call, and the key it was sent under is what keeps it from happening
+        twice. That key's scope travels with the message (SCOPE_HEADER), so a replay of a replay keeps it."""
         if record.header(REPLAY_KIND_HEADER) != b"refused":
-            return ""
+            carried = record.header(SCOPE_HEADER)
+            return carried.decode("ascii", "replace") if carried else ""
         return "replay-" + digest(record.header(REPLAY_HEADER) or b"")[:12]
 
     def _delay(self, attempt: int, error: BaseException | None) -> float:
@@ -322,9 +372,17 @@ class Pipeline:
         outcome: str, detail: str = "",
     ) -> None:
         """Park a copy in a retry tier (the parking row is already written) and note it in the ledger."""
-        entry = self._entry(event, origin, outcome, datetime.now(UTC), attempts, f"{tier.label} {detail}".strip())
-        await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         await self._publish_copy(origin, event, tier, attempts, first_failure.isoformat())
+        await self._note_tier(origin, event, tier, attempts, outcome, detail)
+
+    async def _note_tier(
+        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, outcome: str, detail: str
+    ) -> None:
+        """The ledger line and metrics of a copy handed to a tier (after the copy is written: a ledger line
+        never claims a hand-off that a fault then undid)."""
+        entry = self._entry(event, origin, outcome, datetime.now(UTC), attempts, f"{tier.label} {detail}".strip())
+        hit("ledger.append")
+        await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         self._metrics.retries.labels(self._name, tier.label).inc()
         self._count(event, outcome)
 
@@ -332,7 +390,13 @@ class Pipeline:
         self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: str | None
     ) -> None:
         headers = retry_headers(origin, tier, attempts, first_failure or datetime.now(UTC).isoformat())
+        hit("copy.publish")
         await self._publisher.publish(tier.topic, origin.value, key=event.dossier_code.encode(), headers=headers)
+
+    async def _release(self, event_id: str) -> None:
+        """Take a delivered or failed message out of its dossier's line (after its outcome is published)."""
+        hit("parking.release")
+        await self._parking.release(self._name, event_id)
 
     async def _succeeded(
         self, record: InboundRecord, event: DossierEvent, delivered: Delivered, attempts: int, started: datetime
@@ -352,9 +416,14 @@ class Pipeline:
             if self.adapter.ordered_by_version
             else None
         )
+        hit("settle")
         won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
-        if not won:  # another process synced a newer version meanwhile (a rebalance overlap)
-            await self._stale(record, event, record_it=False)
+        if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)
+            known = await self._committer.known(self._name, str(event.event_id), event.dossier_code)
+            if known.processed:  # this very event, by the other party: one outcome, already decided
+                await self._duplicate(event, known.processed_outcome)
+            else:
+                await self._stale(record, event)
             return
         self._sync_delay.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
         await self._report(event, sync_result(
@@ -372,20 +441,49 @@ class Pipeline:
         entry = self._entry(event, record, "rejected" if permanent else "dead_lettered", started, attempts,
                             f"{type(exc).__name__}: {exc.reason}")
         # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
+        hit("ledger.append")
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         outcome = SyncOutcome.REJECTED if permanent else SyncOutcome.DEAD_LETTERED
         await self._report(event, sync_result(self._name, event, outcome, attempts, reason=exc.reason))
         await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now))
         self._count(event, "rejected" if permanent else "dead_lettered")
 
-    async def _stale(self, record: InboundRecord, event: DossierEvent, *, record_it: bool = True) -> None:
+    async def _duplicate(self, event: DossierEvent, outcome: str | None) -> None:
+        """A message already finished: publish its result again (same id, so readers de-duplicate it). A
+        fault between the settle and the result's publication would otherwise leave the event unanswered."""
+        self._count(event, "duplicate")
+        if outcome == SyncOutcome.SYNCED.value:
+            await self._report(event, sync_result(self._name, event, SyncOutcome.SYNCED, 1))
+        elif outcome == SyncOutcome.STALE_DROPPED.value:
+            reason = "a newer version was already synced"
+            await self._report(event, sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason))
+
+    async def poison(self, record: InboundRecord, error: BaseException) -> None:
+        """The consumer's last resort for a record that kept failing inside the gateway (not at the partner):
+        dead-letter it with the reason, answer it as rejected, and take it out of its dossier's line."""
+        origin = retry_state(record).origin if is_retry_copy(record) else record
+        exc = ProcessingFailed(f"the gateway kept failing on this record: {type(error).__name__}")
+        now = datetime.now(UTC)
+        try:
+            event = decode(origin.value, self._max_bytes)
+        except InvalidMessage:
+            event = None
+        if event is not None:
+            await self._report(event, sync_result(self._name, event, SyncOutcome.REJECTED, 1, reason=exc.reason))
+        await self._dead_letter(origin, Failure(exc, 1, now, now))
+        if event is not None:
+            await self._release(str(event.event_id))
+            self._count(event, "rejected")
+
+    async def _stale(self, record: InboundRecord, event: DossierEvent) -> None:
+        """Drop a message older than what the partner has; marked processed, so a redelivery says the same."""
         self._metrics.stale_dropped.labels(self._name).inc()
         log.info("stale_snapshot_dropped", adapter=self._name, record=record.coordinates, version=event.dossier_version)
-        if record_it:
-            detail = f"version {event.dossier_version}"
-            entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, detail)
-            await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,),
-                                          processed_outcome="stale_dropped"))
+        entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, f"version {event.dossier_version}")
+        hit("ledger.append")
+        await self._settle(
+            Settlement(self._name, str(event.event_id), ledger=(entry,), processed_outcome="stale_dropped")
+        )
         reason = "a newer version was already synced"
         await self._report(event, sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason))
         self._count(event, "stale_dropped")
@@ -409,12 +507,17 @@ class Pipeline:
 
     async def _report(self, event: DossierEvent, result: bytes) -> None:
         """Publish a `sync_result` message, keyed by the dossier like its event."""
+        hit("result.publish")
         await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
         topic = dead_letter_topic(record.topic, self._name)
         headers = dead_letter_headers(record, self._name, failure)
+        scope = self._scope_of(record)
+        if scope:
+            headers[SCOPE_HEADER] = scope
         value = fit(record.value, headers, self._max_dead_letter_bytes)
+        hit("dead_letter.publish")
         await self._publisher.publish(topic, value, key=record.key, headers=headers)
         error_class = type(failure.error).__name__
         self._metrics.dead_letters.labels(self._name, error_class).inc()

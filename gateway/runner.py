@@ -8,6 +8,7 @@ import signal
 import structlog
 from rich.console import Console
 
+from gateway import faults
 from gateway.bootstrap import ConfigurationError, start_gateway
 from gateway.settings import GatewaySettings
 
@@ -31,6 +32,7 @@ async def run_forever(settings: GatewaySettings, *, embedded_broker: bool, conso
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         settings = settings.model_copy(update={"kafka": kafka})
     try:
+        faults.arm_from_env()  # the fault suite's children only; production never sets GATEWAY_FAULTS
         gw = await start_gateway(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -99,6 +99,9 @@ class Knobs:
     success_code_style: str = "int"
     reject_rate: float = 0.0
     reject_dossiers: list[str] = field(default_factory=list)
+    # Requests naming one of these dossiers answer 503 (a retryable failure of just those dossiers, while
+    # the portal serves every other one): how the fault suite sends chosen dossiers through the retry tiers.
+    unavailable_dossiers: list[str] = field(default_factory=list)
 
 
 _RATE_KNOBS = frozenset({"error_rate", "rate_limit_rate", "drop_connection_rate", "malformed_rate", "reject_rate"})
@@ -292,6 +295,7 @@ class PortalSimulator:
         self._idempotency: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._last_effect: dict[tuple[str, str], dict[str, Any]] = {}
         self._applied_appends: set[bytes] = set()
+        self.effects: list[tuple[str, str]] = []
         self._stats = _Stats()
         self._app = self._build_app()
         self._runner: web.AppRunner | None = None
@@ -367,6 +371,7 @@ class PortalSimulator:
         self._idempotency.clear()
         self._last_effect.clear()
         self._applied_appends.clear()
+        self.effects.clear()
         self._stats = _Stats(in_flight=in_flight, in_flight_max=in_flight)
 
     # ----- HTTP plumbing ----------------------------------------------------------------------
@@ -445,8 +450,12 @@ class PortalSimulator:
                 lost_reply = "malformed"
             if lost_reply is not None and not k.lost_reply_applies:
                 return self._drop(request) if lost_reply == "drop" else self._malformed()
+            body = await request.read()
+            if k.unavailable_dossiers and any(code.encode() in body for code in k.unavailable_dossiers):
+                self._inject("error")
+                return self._unavailable()
             try:
-                payload = json.loads(await request.read())
+                payload = json.loads(body)
             except (ValueError, UnicodeDecodeError):
                 payload = None
             if not isinstance(payload, dict):
@@ -529,6 +538,11 @@ class PortalSimulator:
                 answer = self._lookup(payload)
             else:
                 raise _Rejection("Dịch vụ (service) không được hỗ trợ")
+            # Every applied request in order, by dossier(s) and idempotency key: per-dossier order and "one
+            # effect per key" at the partner are read off this (tests/faults/).
+            if service != SERVICE_LOOKUP:
+                codes = ",".join(dict.fromkeys(str(item.get("MaHoSo")) for item in _items(payload)))
+                self.effects.append((codes, key or ""))
         except _Rejection as exc:
             self._stats.rejected += 1
             log.debug("portal rejected %s: %s", name, exc)
