@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.validators import DossierCode, Instant, LongText, PersonalId, ShortText, Vnd
+from contracts.validators import MAX_INT32, MAX_INT64, DossierCode, Instant, LongText, PersonalId, ShortText, Vnd
 
 
 class Frozen(BaseModel):
@@ -143,7 +143,7 @@ class DossierSnapshot(Frozen):
     """Everything the partners need to know about one dossier at one version."""
 
     code: DossierCode
-    version: Annotated[int, Field(ge=1, description="Per-dossier version, +1 for every lifecycle event")]
+    version: Annotated[int, Field(ge=1, le=MAX_INT64, description="Per-dossier version, +1 for every lifecycle event")]
     status: DossierStatus
     channel: Channel
     receipt_number: Annotated[str, Field(min_length=1, max_length=50)]
@@ -155,7 +155,7 @@ class DossierSnapshot(Frozen):
     summary: ShortText
     submitted_documents: Annotated[list[ShortText], Field(max_length=200)] = []
     fees: Annotated[list[Fee], Field(max_length=50)] = []
-    steps_done: Annotated[int, Field(ge=0)] = 0
+    steps_done: Annotated[int, Field(ge=0, le=MAX_INT32)] = 0
     supplements: Annotated[list[Supplement], Field(max_length=1)] = Field(
         default=[], description="At most one supplement request per dossier"
     )

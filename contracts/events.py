@@ -19,13 +19,16 @@ from contracts.dossier import (
     ResultDocument,
 )
 from contracts.envelope import Envelope
-from contracts.validators import Instant, LongText, Vnd
+from contracts.validators import MAX_INT64, Instant, LongText, Vnd
 
 
 class LifecycleEvent(Envelope):
     """A dossier event: envelope + per-dossier version + the snapshot after the event."""
 
-    dossier_version: Annotated[int, Field(ge=1, description="Per-dossier version; equals snapshot.version")]
+    dossier_version: Annotated[
+        # Bounded like every integer the store writes (BIGINT): a bigger one once failed a whole settle batch.
+        int, Field(ge=1, le=MAX_INT64, description="Per-dossier version; equals snapshot.version")
+    ]
     snapshot: DossierSnapshot
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import Field
 
 from contracts.envelope import Envelope
+from contracts.validators import MAX_INT32, MAX_INT64
 
 
 class SyncOutcome(StrEnum):
@@ -27,9 +28,11 @@ class SyncResult(Envelope):
     partner: Annotated[str, Field(min_length=1, max_length=50, examples=["national_portal"])]
     source_event_id: UUID = Field(description="event_id of the lifecycle event this answers")
     source_event_type: Annotated[str, Field(max_length=100)]
-    dossier_version: Annotated[int, Field(ge=1)]
+    dossier_version: Annotated[int, Field(ge=1, le=MAX_INT64)]
     outcome: SyncOutcome
-    partner_status: int | None = Field(default=None, description="e.g. the portal's TrangThaiHoSo")
+    partner_status: Annotated[int, Field(ge=-MAX_INT32 - 1, le=MAX_INT32)] | None = Field(
+        default=None, description="e.g. the portal's TrangThaiHoSo"
+    )
     partner_answer: Annotated[str, Field(max_length=1000)] | None = None
     reason: Annotated[str, Field(max_length=2000)] | None = None
-    attempts: Annotated[int, Field(ge=1)] = 1
+    attempts: Annotated[int, Field(ge=1, le=MAX_INT32)] = 1

@@ -21,6 +21,10 @@ _CENTURY_BY_DIGIT = {0: 1900, 1: 1900, 2: 2000, 3: 2000, 4: 2100, 5: 2100, 6: 22
 _PROVINCE_CODE_MAX = 96
 
 MAX_VND = 10**13  # 10,000 billion VND: far above any administrative fee or land levy.
+# Every integer the gateway stores must fit its column on SQLite and PostgreSQL alike (BIGINT / INTEGER):
+# one that does not is refused here, as invalid input, instead of failing inside the store.
+MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1
 
 
 def check_dossier_code(value: str) -> str:
@@ -69,6 +73,6 @@ ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 LongText = Annotated[str, Field(min_length=1, max_length=4000)]
 
 __all__ = [
-    "DOSSIER_CODE_PATTERN", "MAX_VND", "PERSONAL_ID_PATTERN", "DossierCode", "Instant", "LongText",
-    "PersonalId", "ShortText", "Vnd", "birth_year_of", "check_dossier_code", "check_personal_id",
+    "DOSSIER_CODE_PATTERN", "MAX_INT32", "MAX_INT64", "MAX_VND", "PERSONAL_ID_PATTERN", "DossierCode", "Instant",
+    "LongText", "PersonalId", "ShortText", "Vnd", "birth_year_of", "check_dossier_code", "check_personal_id",
 ]
