@@ -1,11 +1,18 @@
-"""aiohttp client of the national portal: speaks its login/service protocol and classifies every failure."""
+"""aiohttp client of the national portal: speaks its login/service protocol and classifies every failure.
+
+Everything the portal says leaves this module scrubbed of personal data (`_call` is the one exit): its text
+ends up in dead-letter headers, which are kept for good, in result messages and in `sync_state`, and a
+portal's messages repeat what it was sent (the applicant's name, ID number, phone...).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -17,6 +24,7 @@ from adapters.national_portal import mapping
 from adapters.national_portal.mapping import PortalAnswer
 from adapters.national_portal.settings import PortalSettings
 from gateway.errors import (
+    GatewayError,
     PartnerProtocolError,
     PartnerRejected,
     PartnerThrottled,
@@ -24,19 +32,27 @@ from gateway.errors import (
     PermanentError,
     SessionExpired,
 )
+from gateway.logging import personal_values, scrub_text
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 DSTCODE_HEADER: Final = "dstcode"
 _JSON_HEADERS: Final = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
-# The portal's message ends up in logs and dead-letter headers; keep it bounded.
-_MAX_MESSAGE_CHARS: Final = 300
+# A reason or answer message as it leaves the client: dead-letter headers and results keep it, so bounded.
+_MAX_TEXT_CHARS: Final = 400
+# How much of a portal message is kept before scrubbing: bounds the scrubber's work (a few ms at most). The
+# cut to _MAX_TEXT_CHARS comes only after scrubbing, so it cannot leave half a name or number unrecognised
+# behind; a value split by this first cut sits thousands of characters past what is kept.
+_MAX_RAW_CHARS: Final = 10_000
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
-def _short(message: str) -> str:
-    message = " ".join(message.split())
-    return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 1] + "…"
+def _collapse(message: str) -> str:
+    return " ".join(message[:_MAX_RAW_CHARS].split())
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT_CHARS else text[: _MAX_TEXT_CHARS - 1] + "…"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -168,7 +184,7 @@ class PortalClient:
             answer, token = mapping.parse_login(raw, success_codes=self._success)
             if not answer.ok:
                 raise PartnerRejected(
-                    f"login: portal refused the account (error_code {answer.code}): {_short(answer.message)}",
+                    f"login: portal refused the account (error_code {answer.code}): {_collapse(answer.message)}",
                     partner_code=answer.code,
                 )
             self._token = token
@@ -186,6 +202,33 @@ class PortalClient:
     # --- calls --------------------------------------------------------------------------------------------
 
     async def _call(self, op: str, service: str, params: Mapping[str, Any], idempotency_key: str) -> PortalAnswer:
+        """Every operation's one exit: the error it raises or the answer it returns, scrubbed."""
+        try:
+            answer = await self._exchange(op, service, params, idempotency_key)
+        except GatewayError as exc:
+            # `from None`: the unscrubbed original must not ride along as the new error's context.
+            raise self._scrubbed_error(exc, params) from None
+        message = _bounded(self._scrub(_collapse(answer.message), params))
+        return replace(answer, message=message)
+
+    def _scrub(self, text: str, params: Mapping[str, Any]) -> str:
+        # Besides what has a recognisable shape, the values we sent under personal keys (names, addresses
+        # cannot be recognised otherwise) and our credentials, should the portal repeat them.
+        known = (*personal_values(params), self._settings.password.get_secret_value(), self._token or "")
+        return scrub_text(text, known)
+
+    def _scrubbed_error(self, exc: GatewayError, params: Mapping[str, Any]) -> GatewayError:
+        # A copy, not the original changed in place: a failed login's error is shared by every waiting caller.
+        scrubbed = copy.copy(exc)
+        scrubbed.reason = _bounded(self._scrub(exc.reason, params))
+        scrubbed.args = (scrubbed.reason,)
+        if exc.partner_code is not None:
+            scrubbed.partner_code = _bounded(scrub_text(exc.partner_code))  # any string the portal chose
+        return scrubbed
+
+    async def _exchange(
+        self, op: str, service: str, params: Mapping[str, Any], idempotency_key: str
+    ) -> PortalAnswer:
         headers = {IDEMPOTENCY_HEADER: idempotency_key}
         token = await self._session_token()
         answer = await self._service(op, token, service, params, headers)
@@ -195,12 +238,12 @@ class PortalClient:
             answer = await self._service(op, token, service, params, headers)
             if answer.session_expired:
                 raise SessionExpired(
-                    f"{op}: session expired again right after a new login: {_short(answer.message)}",
+                    f"{op}: session expired again right after a new login: {_collapse(answer.message)}",
                     partner_code=answer.code,
                 )
         if not answer.ok:
             raise PartnerRejected(
-                f"{op}: portal rejected the request (error_code {answer.code}): {_short(answer.message)}",
+                f"{op}: portal rejected the request (error_code {answer.code}): {_collapse(answer.message)}",
                 partner_code=answer.code,
             )
         return answer
@@ -220,7 +263,8 @@ class PortalClient:
     ) -> Mapping[str, Any]:
         """POST JSON and return the decoded object; every failure leaves as a classified GatewayError.
 
-        Reasons name the operation and HTTP status only: the body holds personal data and never leaves here.
+        Reasons name the operation and HTTP status, plus a 4xx answer's own message (scrubbed in `_call`): the
+        request body holds personal data and never leaves here.
         """
         http = self._http
         if http is None:
@@ -272,7 +316,7 @@ def _portal_message(raw: bytes) -> str:
     except (ValueError, UnicodeDecodeError):
         return ""
     message = decoded.get("message") if isinstance(decoded, dict) else None
-    return f": {_short(str(message))}" if message else ""
+    return f": {_collapse(str(message))}" if message else ""
 
 
 def _consume_exception(task: asyncio.Task[str]) -> None:
