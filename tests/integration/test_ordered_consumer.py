@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import defaultdict
 
-from aiokafka import AIOKafkaProducer
+import pytest
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gateway.kafka_admin import ensure_topics
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
@@ -26,6 +29,17 @@ async def _produce(bootstrap: str, topic: str, keys: int, per_key: int) -> int:
     finally:
         await producer.stop()
     return keys * per_key
+
+
+async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """The group's committed offset of `tp`, read by a consumer that does not join the group."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        committed: int | None = await probe.committed(tp)
+        return committed
+    finally:
+        await probe.stop()
 
 
 async def _topic(bootstrap: str, partitions: int = 4) -> str:
@@ -162,3 +176,126 @@ async def test_two_consumers_share_partitions_and_the_survivor_takes_over(kafka_
         await b.stop()
     assert all(n >= 15 for n in counts.values())  # every key's messages arrived (at least once)
     assert owners["b"] == {0, 1, 2, 3}  # the survivor took over every partition
+
+
+async def test_a_record_not_yet_due_waits_outside_the_lanes_and_gates_only_its_partition(kafka_bootstrap: str) -> None:
+    topic = await _topic(kafka_bootstrap, partitions=2)
+    handled: dict[bytes, float] = {}  # value -> wall-clock time it was handed to the handler
+    order: list[bytes] = []
+
+    async def handler(record: InboundRecord) -> None:
+        handled[record.value] = time.time()
+        order.append(record.value)
+
+    def due_at(record: InboundRecord) -> float:
+        due = record.header("due")
+        return float(due) if due is not None else 0.0
+
+    paused_reports: list[int] = []
+    consumer = KeyOrderedConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}", topics=(topic,), handler=handler,
+        options=ConsumerOptions(commit_interval_s=0.1), due_at=due_at, on_paused=paused_reports.append,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    await consumer.start()
+    try:
+        await producer.send_and_wait(topic, b"warm-up", key=b"w", partition=1)
+        assert await wait_until(lambda: b"warm-up" in handled, timeout_s=60)  # assigned and fetching
+        due = time.time() + 3.0
+        await producer.send_and_wait(topic, b"later", key=b"a", partition=0, headers=[("due", str(due).encode())])
+        await producer.send_and_wait(topic, b"behind", key=b"b", partition=0)  # due, but queued behind "later"
+        await producer.send_and_wait(topic, b"other", key=b"c", partition=1)  # due, in a partition not gated
+        assert await wait_until(lambda: b"other" in handled, timeout_s=30, interval_s=0.02)
+        assert handled[b"other"] < due  # the other partition went on meanwhile
+        waiting_in_flight: list[int] = []
+
+        def both_handled() -> bool:
+            if b"later" not in handled:
+                waiting_in_flight.append(consumer.in_flight)
+            return b"later" in handled and b"behind" in handled
+
+        assert await wait_until(both_handled, timeout_s=30, interval_s=0.05)
+        assert handled[b"later"] >= due  # not handed over early
+        assert order.index(b"later") < order.index(b"behind")  # the partition stayed in order
+        assert waiting_in_flight and max(waiting_in_flight) == 0  # waiting held no in-flight slot
+        assert paused_reports and max(paused_reports) == 0  # a due wait is not back-pressure (the metric)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert order.count(b"later") == 1
+
+
+async def test_a_failed_fetch_loop_is_logged_unready_and_restarted(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = await _topic(kafka_bootstrap, partitions=1)
+    group = f"g-{topic}"
+    handled: list[int] = []
+
+    async def handler(record: InboundRecord) -> None:
+        handled.append(record.offset)
+
+    consumer = KeyOrderedConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, topics=(topic,), handler=handler,
+        # Commits only from stop(), so the final check sees what stop() committed.
+        options=ConsumerOptions(commit_interval_s=600, fetch_restart_backoff_s=1.0),
+    )
+    await consumer.start()
+    try:
+        await _produce(kafka_bootstrap, topic, keys=5, per_key=1)
+        assert await wait_until(lambda: len(handled) == 5, timeout_s=60)
+        kafka = consumer._consumer
+        real_getmany = kafka.getmany
+        failures = 0
+
+        async def fails_once(*args: object, **kwargs: object) -> object:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                raise RuntimeError("injected fetch failure")
+            return await real_getmany(*args, **kwargs)
+
+        with structlog.testing.capture_logs() as logs:
+            monkeypatch.setattr(kafka, "getmany", fails_once)
+            assert await wait_until(lambda: not consumer.running, timeout_s=10, interval_s=0.01)
+            assert not consumer.healthy  # readiness reports it
+            assert await wait_until(lambda: consumer.running and consumer.healthy, timeout_s=30, interval_s=0.05)
+        errors = [e for e in logs if e["event"] == "fetch_loop_failed"]
+        assert errors and errors[0]["log_level"] == "error" and errors[0]["exc_info"]
+        await _produce(kafka_bootstrap, topic, keys=5, per_key=1)
+        assert await wait_until(lambda: len(handled) == 10, timeout_s=60)  # consumption goes on
+    finally:
+        await consumer.stop()
+    assert await _committed(kafka_bootstrap, group, TopicPartition(topic, 0)) == 10
+
+
+async def test_stop_commits_and_closes_even_while_fetching_keeps_failing(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = await _topic(kafka_bootstrap, partitions=1)
+    group = f"g-{topic}"
+    handled: list[int] = []
+
+    async def handler(record: InboundRecord) -> None:
+        handled.append(record.offset)
+
+    consumer = KeyOrderedConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group, topics=(topic,), handler=handler,
+        options=ConsumerOptions(commit_interval_s=600),  # commits only from stop()
+    )
+    await consumer.start()
+    kafka = consumer._consumer
+    try:
+        await _produce(kafka_bootstrap, topic, keys=5, per_key=1)
+        assert await wait_until(lambda: len(handled) == 5, timeout_s=60)
+
+        async def always_fails(*_args: object, **_kwargs: object) -> object:
+            raise RuntimeError("injected fetch failure")
+
+        monkeypatch.setattr(kafka, "getmany", always_fails)
+        assert await wait_until(lambda: not consumer.running, timeout_s=10, interval_s=0.01)
+    finally:
+        await consumer.stop()  # must not raise the fetch loop's error, and must still commit and close
+    assert kafka._closed
+    assert await _committed(kafka_bootstrap, group, TopicPartition(topic, 0)) == 5

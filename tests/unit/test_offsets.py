@@ -44,3 +44,13 @@ def test_random_finish_order(n: int, rnd: random.Random) -> None:
         lowest_unfinished = min(set(range(n)) - done, default=n)
         assert o.committable() == lowest_unfinished
     assert o.in_flight == 0
+
+
+def test_highest_is_the_highest_offset_handed_out_whatever_finished() -> None:
+    o = PartitionOffsets(epoch=7)
+    assert o.highest == -1
+    for off in (3, 5, 4):
+        o.started(off)
+    o.finished(5)
+    assert o.highest == 5
+    assert o.epoch == 7
