@@ -39,6 +39,7 @@ SCENARIOS: dict[str, str] = {
     "latency_bound": "bench.latency_bound",
     "overhead": "bench.overhead",
     "added_latency": "bench.added_latency",
+    "faults": "bench.faults",
 }
 
 

@@ -24,7 +24,7 @@ from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.observe import ObservedClient
 from gateway.pipeline import Pipeline
-from gateway.retry_topics import build_tiers
+from gateway.retry_topics import build_tiers, due_at
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher, broker_producer
@@ -238,6 +238,7 @@ async def start_gateway(
                 on_in_flight=metrics.in_flight.labels(name).set,
                 on_paused=metrics.paused_partitions.labels(name).set,
                 on_rebalance=store.committer.forget_all,
+                on_poison=pipeline.poison,
             )
             tier_consumers = [
                 KeyOrderedConsumer(
@@ -245,9 +246,12 @@ async def start_gateway(
                     group_id=f"{settings.kafka.group_prefix}.{name}.retry-{tier.label}",
                     topics=(tier.topic,),
                     handler=pipeline.tier_handler(tier),
-                    # Copies asleep until due are simply redelivered after a restart: no need to wait. A copy
-                    # is due 10 s or more after it was written, so a long fetch wait costs nothing, while the
-                    # input's short one, times every tier, kept the broker and the gateway busy polling.
+                    # A copy not yet due stays in the broker, its partition paused until then: it holds no
+                    # lane, in-flight slot or commit floor, and a revoke has nothing of it to drain.
+                    due_at=due_at,
+                    on_poison=pipeline.poison,
+                    # A copy is due 10 s or more after it was written, so a long fetch wait costs nothing,
+                    # while the input's short one, times every tier, kept the broker and gateway busy polling.
                     options=replace(
                         options,
                         drain_timeout_s=min(options.drain_timeout_s, 2.0),

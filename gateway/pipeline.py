@@ -54,11 +54,11 @@ from gateway.errors import (
 from gateway.faults import hit
 from gateway.logging import scrub_text
 from gateway.metrics import GatewayMetrics
-from gateway.retry_topics import RetryTier, due_in_s, is_retry_copy, retry_headers, retry_state
+from gateway.retry_topics import RetryTier, is_retry_copy, retry_headers, retry_state
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.records import InboundRecord
 from gateway.settings import RetrySettings
-from gateway.store import Advance, ExchangeEntry, GroupCommitter, ParkingLot, Settlement
+from gateway.store import Advance, ExchangeEntry, GroupCommitter, Known, ParkingLot, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -202,17 +202,32 @@ class Pipeline:
             if parked is not None:  # an earlier message of this dossier waits: queue behind it
                 await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
                 return
+            # The line emptied since the lookup: its last message was settled meanwhile, maybe at this very
+            # version, so what the lookup said is out of date. Ask again (only this race pays the round trip).
+            known = await self._committer.known(self._name, str(event.event_id), event.dossier_code)
+            if await self._answered(record, event, known):
+                return
         await self._deliver(record, event)
 
+    async def _answered(self, record: InboundRecord, event: DossierEvent, known: Known) -> bool:
+        """Answer a message the store already decides, without calling the partner: a processed one
+        re-publishes its result, a version not newer than the synced one is dropped as stale."""
+        if known.processed:
+            await self._duplicate(event, known.processed_outcome)
+            return True
+        stale = known.last_version is not None and event.dossier_version <= known.last_version
+        if self.adapter.ordered_by_version and stale:
+            await self._stale(record, event)
+            return True
+        return False
+
     def tier_handler(self, tier: RetryTier) -> Callable[[InboundRecord], Awaitable[None]]:
-        """The handler of one retry tier's consumer: wait until due, keep the dossier's line, deliver."""
+        """The handler of one retry tier's consumer (which hands it copies once due): keep the dossier's
+        line, deliver."""
 
         async def handle(copy: InboundRecord) -> None:
             state = retry_state(copy)
             origin = state.origin
-            wait = due_in_s(copy)  # the consumer holds copies back until due (due_at); this only covers skew
-            if wait > 0:
-                await asyncio.sleep(wait)
             try:
                 event = decode(copy.value, self._max_bytes)
             except InvalidMessage as exc:  # cannot happen for copies we wrote; never lose it anyway

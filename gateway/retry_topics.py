@@ -141,10 +141,23 @@ def retry_state(record: InboundRecord) -> RetryState:
     )
 
 
+def due_at(record: InboundRecord) -> float:
+    """Wall-clock time (epoch seconds) from which a parked copy may be tried; 0.0 when it says nothing usable.
+
+    The tier consumers' `due_at` hook: a copy not yet due stays in the broker (its partition paused until
+    then) instead of holding a lane, an in-flight slot and the commit floor while it sleeps. Never raises:
+    a copy with a malformed due header is simply due.
+    """
+    due = _text(record, H_DUE_MS)
+    try:
+        return int(due) / 1000 if due else 0.0
+    except ValueError:
+        return 0.0
+
+
 def due_in_s(record: InboundRecord) -> float:
     """Seconds until a parked copy may be tried (0 when due)."""
-    due = _text(record, H_DUE_MS)
-    return max(0.0, (int(due) / 1000 - time.time())) if due else 0.0
+    return max(0.0, due_at(record) - time.time())
 
 
 def retry_headers(origin: InboundRecord, tier: RetryTier, attempts: int, first_failure: str) -> dict[str, str]:

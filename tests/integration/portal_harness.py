@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +109,14 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0, int
             return True
         await asyncio.sleep(interval_s)
     return predicate()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:
+    """Poll an async condition (e.g. a store query); True once it holds, False at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(interval_s)
+    return await check()
