@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
+from gateway import faults
 from gateway.bootstrap import Gateway, start_gateway
 from gateway.settings import (
     CircuitSettings,
@@ -72,9 +73,10 @@ def _free_port() -> int:
 
 @contextmanager
 def subprocess_gateway(
-    contract: AdapterContract, bootstrap: str, tmp_path: Path, running: Running
+    contract: AdapterContract, bootstrap: str, tmp_path: Path, running: Running, *, fault: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `gateway run` process (state on a file so it survives kill -9)."""
+    """A real `gateway run` process (state on a file so it survives kill -9); `fault` arms an injection
+    point in it (gateway/faults.py), e.g. `partner.answered=crash@5`."""
     running.dlt_topic = dead_letter_topic(running.input_topic, contract.name)
     env = {
         **os.environ,
@@ -90,6 +92,9 @@ def subprocess_gateway(
         "GATEWAY_RETRY__TIERS_S": "[0.5, 1.0]",
         "GATEWAY_LOG_LEVEL": "WARNING",
     }
+    env.pop(faults.ENV, None)
+    if fault:
+        env[faults.ENV] = fault
     gateway = Path(sys.executable).parent / "gateway"
     log = (tmp_path / f"gateway-{uuid.uuid4().hex[:6]}.log").open("wb")
     proc = subprocess.Popen([str(gateway), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
