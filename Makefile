@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench schemas clean
+.PHONY: install demo test lint bench schemas mutants clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,5 +32,26 @@ schemas: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml, docs/testing.md): every mutant
+# the tests let live is listed, then a score per module. Niced and two workers by default (the machine is
+# shared); MUTANT_CHILDREN=1 for a quieter run. mutants/ ignores itself, so the repository's .gitignore
+# needs no entry; the full log is mutants/run.log.
+MUTANT_CHILDREN ?= 2
+
+mutants: $(STAMP)
+	rm -rf mutants
+	mkdir -p mutants
+	printf '*\n' > mutants/.gitignore
+	nice -n 10 $(BIN)/mutmut run --max-children $(MUTANT_CHILDREN) > mutants/run.log 2>&1 \
+		|| { tail -n 40 mutants/run.log; exit 1; }
+	@$(BIN)/mutmut results --all true | awk -F': ' ' \
+		{ name = $$1; sub(/^ +/, "", name); module = name; sub(/\.[^.]*$$/, "", module); \
+		  total[module]++; count[module, $$2]++; \
+		  if ($$2 != "killed" && $$2 != "timeout") print "survivor (" $$2 "): " name } \
+		END { print ""; printf "%-28s %7s %7s %8s %7s\n", "module", "mutants", "killed", "timeout", "score"; fflush(); \
+		  for (m in total) { k = count[m, "killed"] + count[m, "timeout"]; \
+		    printf "%-28s %7d %7d %8d %6.1f%%\n", m, total[m], count[m, "killed"], count[m, "timeout"], \
+		      100 * k / total[m] | "sort" }; close("sort") }'
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

@@ -6,17 +6,19 @@ import asyncio
 import dataclasses
 import os
 import sys
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Executable, insert, text, update
+from sqlalchemy import Executable, event, insert, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store import (
     GENESIS_HASH,
+    ChainHead,
     ExchangeEntry,
     Ledger,
     LedgerRecord,
@@ -246,6 +248,14 @@ async def test_verify_clean_chains(store_engine: AsyncEngine) -> None:
     assert (report.ok, report.records, report.problems) == (True, 5, [])
 
 
+async def test_verify_reports_the_head_it_checked_against(store_engine: AsyncEngine) -> None:
+    # The head is what operators export and compare elsewhere (see docs/architecture.md).
+    ledger = Ledger(store_engine)
+    assert (await ledger.verify()).head == ChainHead(seq=0, hash=GENESIS_HASH)
+    records = await fill(ledger, 3)
+    assert (await ledger.verify()).head == ChainHead(seq=3, hash=records[-1].record_hash)
+
+
 async def test_verify_detects_an_edited_row(store_engine: AsyncEngine) -> None:
     ledger = Ledger(store_engine)
     await fill(ledger, 5)
@@ -447,3 +457,48 @@ async def test_appends_continue_and_verify_while_appending(store_engine: AsyncEn
     await appends
     assert all(r.ok for r in reports), [r.problems for r in reports]
     assert (await ledger.verify()).records == 120
+
+
+async def _append_one(url: str) -> None:
+    from gateway.store import create_engine
+
+    engine = create_engine(url)
+    try:
+        await Ledger(engine).append(entry(99, dossier="D-elsewhere"))
+    finally:
+        await engine.dispose()
+
+
+async def test_verify_sees_one_snapshot_while_another_process_appends() -> None:
+    # On PostgreSQL, whose default isolation gives each statement its own snapshot: another process appends
+    # after verify read the head and before it reads the rows. Without verify's REPEATABLE READ snapshot the
+    # new row would be reported as inserted beyond the head. A deterministic form of the test above; its
+    # name avoids the word "postgresql", which the mutation subset deselects (docs/testing.md).
+    from gateway.store import create_engine, migrate
+    from tests.integration.conftest import create_pg_database, drop_pg_database
+
+    url = await create_pg_database()
+    engine = create_engine(url)
+    try:
+        await migrate(url)
+        ledger = Ledger(engine)
+        await fill(ledger, 3)
+        appended = threading.Event()
+
+        def append_elsewhere(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if appended.is_set() or "FROM ledger_entries ORDER BY ledger_entries.seq" not in statement:
+                return
+            # A thread with its own loop and engine stands for the other process; this one waits for it.
+            worker = threading.Thread(target=asyncio.run, args=(_append_one(url),))
+            worker.start()
+            worker.join(timeout=60)
+            appended.set()
+
+        event.listen(engine.sync_engine, "before_cursor_execute", append_elsewhere)
+        report = await ledger.verify()
+        assert appended.is_set()
+        assert (report.ok, report.records, report.problems) == (True, 3, [])
+        assert (await ledger.verify()).records == 4
+    finally:
+        await engine.dispose()
+        await drop_pg_database(url)
