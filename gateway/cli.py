@@ -1,22 +1,68 @@
-"""The `gateway` command: run the production process, or a self-contained demo."""
+"""The `gateway` command: run the production process, or a self-contained demo.
+
+A mistake in the settings ends every command with one line on stderr and exit status 2 (`gateway run`
+also exits 1, with one line, when the broker does not answer at start); never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.cli_ops import dlq_app, ledger_app, trace
 from gateway.logging import configure_logging
 from gateway.runtime import tuning
-from gateway.settings import load_settings
+from gateway.settings import GatewaySettings, InvalidSettings, InvalidSettingValues, describe, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Provincial one-stop integration gateway.")
+CONFIGURATION_ERROR = 2
+BROKER_UNREACHABLE = 1
+
 err = Console(stderr=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """One line on stderr (never wrapped, never read as markup), then exit with `code`."""
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+class _GatewayApp(typer.Typer):
+    """The console script: a settings error escaping any command is one line and exit 2, not a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except InvalidSettings as exc:
+            _exit_with(str(exc))
+        except ValidationError as exc:
+            if isinstance(exc, InvalidSettingValues):
+                _exit_with(str(exc))
+            if exc.title == GatewaySettings.__name__:  # e.g. the demo builds its settings over the environment
+                _exit_with(describe(exc))
+            raise
+
+
+def _exit_with(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    sys.exit(CONFIGURATION_ERROR)
+
+
+app = _GatewayApp(no_args_is_help=True, add_completion=False, help="Provincial one-stop integration gateway.")
+
+
+def settings_or_exit(config: Path | None) -> GatewaySettings:
+    """Settings as every command reads them; a mistake ends the command with one line, exit 2."""
+    try:
+        return load_settings(config)
+    except ValueError as exc:  # InvalidSettings, InvalidSettingValues: their message is that line
+        fail(str(exc), CONFIGURATION_ERROR)
 
 
 @app.command()
@@ -26,16 +72,20 @@ def run(
         bool, typer.Option("--embedded-broker", help="start a throw-away in-memory broker (trial only)")
     ] = False,
 ) -> None:
-    """Run the gateway until SIGINT/SIGTERM (needs GATEWAY_KAFKA__BOOTSTRAP_SERVERS)."""
-    from gateway.runner import ConfigurationError, run_forever
+    """Run the gateway until SIGINT/SIGTERM (needs GATEWAY_KAFKA__BOOTSTRAP_SERVERS).
 
-    settings = load_settings(config)
+    Exit status: 0 after a signal, 2 for a configuration error, 1 when the broker does not answer at start.
+    """
+    from gateway.runner import BrokerUnreachable, ConfigurationError, run_forever
+
+    settings = settings_or_exit(config)
     configure_logging(settings.log_level, settings.log_json)
     try:
         code = tuning.run(run_forever(settings, embedded_broker=embedded_broker, console=err))
     except ConfigurationError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), CONFIGURATION_ERROR)
+    except BrokerUnreachable as exc:
+        fail(str(exc), BROKER_UNREACHABLE)
     raise typer.Exit(code)
 
 
