@@ -68,8 +68,20 @@ class Gateway:
     _sampler: asyncio.Task[None] | None = None
 
     async def _sample(self, every_s: float = 5.0) -> None:
-        """Gauges that are cheaper to sample than to maintain on every message."""
+        """Gauges that are cheaper to sample than to maintain on every message, and the broker's answer.
+
+        First, every labelled series the alert rules use is created at 0 (GatewayMetrics.prime), so the
+        first dead letter of a class is an increase Prometheus can see.
+        """
+        from gateway.retry_topics import delay_label
+
+        self.metrics.prime(self.settings.adapters, [delay_label(d) for d in self.settings.retry.tiers_s])
         while True:
+            try:  # sampled, not left to whoever calls /health/ready
+                connected = await self.broker.ping(timeout=min(2.0, every_s))
+            except Exception:
+                connected = False
+            self.metrics.broker_connected.set(1 if connected else 0)
             if self.store is not None:
                 for rt in self.runtimes:
                     with contextlib.suppress(Exception):
@@ -86,7 +98,7 @@ class Gateway:
             broker_ok = await self.broker.ping(timeout=2.0)
         except Exception:
             broker_ok = False
-        self.metrics.broker_connected.set(1 if broker_ok else 0)
+        # gateway_broker_connected is _sample's (every 5 s, probe or not); this answer is the probe's own.
         checks = {"broker": bool(broker_ok)}
         checks.update({f"consumer:{c.group_id}": c.running for rt in self.runtimes for c in rt.consumers})
         return checks

@@ -2,11 +2,56 @@
 
 Labels are bounded sets (adapter, partner, operation, event type, outcome, error class): never a dossier
 code, an ID number or any other personal or unbounded value.
+
+A labelled series exists only once it is first touched, and Prometheus cannot see an increase from "no
+series" to 1: the first dead letter of a class would never fire an `increase(...) > 0` alert. `prime()`
+creates every series of the known label values at 0 (adapters from the settings, outcomes, the failure
+classes of `gateway.errors`, the ladder's tiers) before any message is processed. The registry also
+carries the process and platform collectors (`process_*`: CPU, memory, open files; `python_info`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from contracts.events import EVENT_TYPES
+from gateway import errors
+
+# Every outcome the pipeline counts in gateway_events_processed_total (README "Monitoring").
+PROCESSED_OUTCOMES = (
+    "synced", "rejected", "dead_lettered", "stale_dropped", "duplicate", "ignored", "retry_scheduled", "parked",
+    "obsolete_copy",
+)
+# gateway_circuit_transitions_total{to_state}: CircuitState names, lower case.
+CIRCUIT_STATES = ("closed", "half_open", "open")
+# gateway_retries_total{tier} besides the ladder's labels.
+IN_PROCESS_TIER = "inprocess"
+
+
+def failure_classes() -> tuple[str, ...]:
+    """Names of the concrete failure classes of gateway.errors (the leaves of GatewayError's tree)."""
+    leaves: list[str] = []
+    pending: list[type[errors.GatewayError]] = [errors.GatewayError]
+    while pending:
+        cls = pending.pop()
+        subclasses = [sub for sub in cls.__subclasses__() if sub.__module__ == errors.__name__]
+        if subclasses:
+            pending.extend(subclasses)
+        else:
+            leaves.append(cls.__name__)
+    return tuple(sorted(leaves))
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -65,7 +110,60 @@ class GatewayMetrics:
         self.parked = Gauge(
             "gateway_parked_messages", "Messages waiting in retry topics (sampled)", ["adapter"], registry=r
         )
-        self.broker_connected = Gauge("gateway_broker_connected", "1 when the broker answers", registry=r)
+        self.broker_connected = Gauge(
+            "gateway_broker_connected", "1 when the broker answered the last check (sampled every 5 s)", registry=r
+        )
+        # Process metrics, as on the default registry: process_* (CPU, memory, file descriptors), python_*.
+        if r is not REGISTRY:  # the default registry has them already (registering twice is an error)
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    def prime(self, adapters: Iterable[str], tiers: Iterable[str]) -> None:
+        """Create every labelled series of the known label values at 0; values already counted are kept.
+
+        `adapters` are the configured adapters (a partner's label is its adapter's name), `tiers` the retry
+        ladder's labels (`gateway.retry_topics.delay_label`). Partner calls are primed for every operation
+        already observed (`ObservedClient` creates its operations' `ok` series when it wraps a client).
+        """
+        adapters, tiers = list(adapters), [IN_PROCESS_TIER, *tiers]
+        classes = failure_classes()
+        for adapter in adapters:
+            self.events_in.labels(adapter)
+            self.stale_dropped.labels(adapter)
+            self.sync_delay.labels(adapter)
+            self.in_flight.labels(adapter)
+            self.paused_partitions.labels(adapter)
+            self.parked.labels(adapter)
+            self.circuit_state.labels(adapter)
+            for event_type in EVENT_TYPES:
+                for outcome in PROCESSED_OUTCOMES:
+                    self.events_processed.labels(adapter, event_type, outcome)
+            for error_class in classes:
+                self.dead_letters.labels(adapter, error_class)
+            for tier in tiers:
+                self.retries.labels(adapter, tier)
+            for state in CIRCUIT_STATES:
+                self.circuit_transitions.labels(adapter, state)
+        operations = {
+            (sample.labels["partner"], sample.labels["operation"])
+            for family in self.partner_calls.collect()
+            for sample in family.samples
+            if sample.name == "gateway_partner_calls_total"
+        }
+        for partner, operation in sorted(operations):
+            self.partner_latency.labels(partner, operation)
+            for outcome in ("ok", *classes):
+                self.partner_calls.labels(partner, operation, outcome)
+
+    def series(self, sample_name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Every sample with this name: its labels (sorted pairs) -> value."""
+        return {
+            tuple(sorted(s.labels.items())): s.value
+            for f in self.registry.collect()
+            for s in f.samples
+            if s.name == sample_name
+        }
 
     def total(self, sample_name: str) -> float:
         """Sum of every sample with this name across labels (e.g. `gateway_retries_total`)."""
@@ -74,3 +172,4 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
