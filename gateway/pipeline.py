@@ -251,14 +251,9 @@ class Pipeline:
                     hit("parking.move")
                     await self._parking.move(self._name, event_id, head.tier)
                 return
+            # The front of its line: what the head before it settled is visible now (settle, then release).
             known = await self._committer.known(self._name, event_id, event.dossier_code)
-            stale = known.last_version is not None and event.dossier_version <= known.last_version
-            if known.processed:
-                await self._duplicate(event, known.processed_outcome)
-                await self._release(event_id)
-                return
-            if self.adapter.ordered_by_version and stale:
-                await self._stale(origin, event)
+            if await self._answered(origin, event, known):
                 await self._release(event_id)
                 return
             first = datetime.fromisoformat(state.first_failure) if state.first_failure else None
