@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench schemas mutants clean
+.PHONY: install demo test lint bench faults schemas mutants clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The whole fault matrix (every injection point x raise/crash x SQLite/PostgreSQL, docs/testing.md); its
+# table goes to stderr and its figures into bench/results.json. `make test` runs a fast part of it.
+faults: $(STAMP)
+	$(BIN)/python -m bench.run --only faults
 
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml, docs/testing.md): every mutant
 # the tests let live is listed, then a score per module. Niced and two workers by default (the machine is

@@ -276,6 +276,9 @@ async def start_gateway(
             runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker)
             breaker.subscribe(_pause_on_open(runtime, metrics))
             gw.runtimes.append(runtime)
+        # Every series a rule or dashboard reads exists at 0 before the first message: a counter born at 1
+        # never shows an increase, so the first dead letter of a class would alert nobody.
+        metrics.prime(settings.adapters, sorted({t.label for tiers in ladders.values() for t in tiers}))
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)

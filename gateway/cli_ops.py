@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from aiokafka.errors import KafkaError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +33,8 @@ T = TypeVar("T")
 
 dlq_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspect, replay and purge dead letters.")
 ledger_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check the hash-chained exchange ledger.")
-err = Console(stderr=True)
+# soft_wrap: an error is one line even when stderr is not a terminal (Rich would wrap it at 80 columns).
+err = Console(stderr=True, soft_wrap=True)
 
 Config = Annotated[Path | None, typer.Option(help="TOML settings file (env GATEWAY_* wins over it)")]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
@@ -57,7 +59,7 @@ def _emit_json(document: Any) -> None:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)  # a [..] in it is text, not markup
     return typer.Exit(code)
 
 

@@ -143,11 +143,6 @@ def test_operator_commands_refuse_bad_settings_with_exit_2(tmp_path: Path, comma
     assert "GATEWAY_HTTP__PORT: must be a valid integer" in " ".join(stderr.split())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/cli_ops.py prints errors through a Rich console that wraps at 80 columns when stderr is not "
-    "a terminal; fixed by Console(stderr=True, soft_wrap=True) there (then remove this marker)",
-)
 @pytest.mark.parametrize("command", OPERATOR_COMMANDS)
 def test_operator_commands_print_one_line(tmp_path: Path, command: list[str]) -> None:
     _, stderr = gateway(tmp_path, *command, env={"GATEWAY_HTTP__PORT": "http"})
