@@ -121,7 +121,7 @@ def test_a_version_the_store_cannot_hold_is_invalid_input(valid: bytes, version:
     bounds it, so it is dead-lettered as invalid at once (and the published schema says so)."""
     doc = json.loads(valid)
     doc["dossier_version"] = doc["snapshot"]["version"] = version
-    with pytest.raises(InvalidMessage, match="dossier_version|version"):
+    with pytest.raises(InvalidMessage, match="version"):
         decode(json.dumps(doc).encode(), 1_000_000)
     doc["dossier_version"] = doc["snapshot"]["version"] = 2**63 - 1  # the largest BIGINT is still fine
     assert decode(json.dumps(doc).encode(), 1_000_000).dossier_version == 2**63 - 1
