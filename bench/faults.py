@@ -20,14 +20,14 @@ from typing import Any
 
 from gateway import faults
 from gateway.embedded_broker import EmbeddedBroker
-from tests.faults.harness import Case, Verdict, run_case, table
+from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, Verdict, run_case, table
 from tests.integration.conftest import create_pg_database, drop_pg_database
 
 
 def cases(quick: bool) -> list[Case]:
     kinds = ("raise",) if quick else faults.KINDS
     backends = ("sqlite",) if quick else ("sqlite", "postgresql")
-    return [Case(p, k, b) for b in backends for k in kinds for p in faults.POINTS]
+    return [Case(p, k, b) for b in backends for k in kinds for p in MATRIX_POINTS]
 
 
 async def _one(case: Case, bootstrap: str, workdir: Path) -> Verdict:
@@ -57,6 +57,8 @@ async def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     failed = [v for v in verdicts if not v.passed]
     return {
         "points": len(faults.POINTS),
+        "points_in_matrix": len(MATRIX_POINTS),
+        "points_tested_elsewhere": NOT_IN_SCENARIO,
         "kinds": sorted({v.case.kind for v in verdicts}),
         "backends": sorted({v.case.backend for v in verdicts}),
         "cases": len(verdicts),

@@ -21,16 +21,34 @@ ENV = "GATEWAY_FAULTS"
 
 # Every injection point, in the order a message can meet them; tests/faults/ checks this list is complete.
 POINTS: tuple[str, ...] = (
+    # A step is named once per place it happens: the same step on another path is another point, since
+    # what a fault there leaves behind differs (a copy written on the first failure, or on a later one).
     "partner.call",  # before the partner is called
     "partner.answered",  # the partner applied it; nothing of ours is written yet
-    "settle",  # state advance + processed mark + ledger lines, one transaction
-    "ledger.append",  # a ledger line of an outcome without a partner effect (parked, failed, stale)
-    "result.publish",  # the result message on the results topic
-    "parking.park",  # a parking row is written (the dossier's line gets a message)
-    "copy.publish",  # a retry copy is written to a tier topic
-    "parking.move",  # a parking row moves to another tier
-    "parking.release",  # a parking row is deleted (the message left its line)
-    "dead_letter.publish",  # the dead letter is written
+    "settle",  # a synced event: state advance + processed mark + ledger lines, one transaction
+    "ledger.append.tier",  # the ledger line of a copy handed to a tier
+    "ledger.append.failed",  # the ledger line of a rejected or dead-lettered event
+    "ledger.append.stale",  # the ledger line + processed mark of an event dropped as stale
+    "result.publish.synced",
+    "result.publish.stale",
+    "result.publish.failed",  # rejected or dead_lettered
+    "result.publish.duplicate",  # a finished event seen again answers again (same result id)
+    "result.publish.poison",  # a record the gateway kept failing on
+    "parking.park.first",  # the first failure of a message: its dossier's line starts
+    "parking.park.follower",  # a later message of a dossier whose line is not empty
+    "copy.publish.first",  # into the first tier, after the first failure
+    "copy.publish.follower_parked",  # a follower's copy, into its line's tier
+    "copy.publish.next_tier",  # a copy that failed again, into the next tier
+    "copy.publish.follower",  # a follower's copy sent on behind its head
+    "parking.move.next_tier",
+    "parking.move.follower",
+    "parking.release.delivered",  # delivered from a tier
+    "parking.release.failed",  # dead-lettered from a tier
+    "parking.release.answered",  # at the front of its line, already processed or stale
+    "parking.release.poison",
+    "dead_letter.publish.malformed",
+    "dead_letter.publish.failed",
+    "dead_letter.publish.poison",
     "offset.commit",  # the consumer commits offsets
 )
 KINDS: tuple[str, ...] = ("raise", "crash")

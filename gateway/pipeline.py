@@ -177,7 +177,9 @@ class Pipeline:
             event = decode(record.value, self._max_bytes)
         except InvalidMessage as exc:
             now = datetime.now(UTC)
-            await self._dead_letter(record, Failure(exc, 1, now, now, stage="VALUE_CONVERTER"))
+            await self._dead_letter(
+                record, Failure(exc, 1, now, now, stage="VALUE_CONVERTER"), "dead_letter.publish.malformed"
+            )
             return
         if not self.adapter.wants(event):
             self._count(event, "ignored")
@@ -197,10 +199,11 @@ class Pipeline:
             await self._stale(record, event)
             return
         if known.parked and self._tiers:  # (a parked dossier is never remembered: nothing to forget here)
-            hit("parking.park")
+            hit("parking.park.follower")
             parked = await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=None)
             if parked is not None:  # an earlier message of this dossier waits: queue behind it
-                await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked")
+                await self._to_tier(record, event, self._tiers[parked.tier], 0, datetime.now(UTC), "parked",
+                                    point="copy.publish.follower_parked")
                 return
             # The line emptied since the lookup: its last message was settled meanwhile, maybe at this very
             # version, so what the lookup said is out of date. Ask again (only this race pays the round trip).
@@ -232,7 +235,8 @@ class Pipeline:
                 event = decode(copy.value, self._max_bytes)
             except InvalidMessage as exc:  # cannot happen for copies we wrote; never lose it anyway
                 now = datetime.now(UTC)
-                await self._dead_letter(origin, Failure(exc, state.attempts, now, now, stage="VALUE_CONVERTER"))
+                failure = Failure(exc, state.attempts, now, now, stage="VALUE_CONVERTER")
+                await self._dead_letter(origin, failure, "dead_letter.publish.malformed")
                 return
             event_id = str(event.event_id)
             parked = await self._parking.get(self._name, event_id)
@@ -242,19 +246,20 @@ class Pipeline:
                 self._count(event, "obsolete_copy")
                 return
             if parked.tier < tier.index:  # published, then a fault before the row moved: this copy is live
-                hit("parking.move")
+                # (a recovery step, only reached after a fault: the single-fault matrix injects none here)
                 await self._parking.move(self._name, event_id, tier.index)
             head = await self._parking.head(self._name, event.dossier_code)
             if head is not None and head.event_id != event_id:  # stay behind the front of the line
-                await self._publish_copy(origin, event, self._tiers[head.tier], state.attempts, state.first_failure)
+                await self._publish_copy(origin, event, self._tiers[head.tier], state.attempts, state.first_failure,
+                                         "copy.publish.follower")
                 if head.tier != tier.index:
-                    hit("parking.move")
+                    hit("parking.move.follower")
                     await self._parking.move(self._name, event_id, head.tier)
                 return
             # The front of its line: what the head before it settled is visible now (settle, then release).
             known = await self._committer.known(self._name, event_id, event.dossier_code)
             if await self._answered(origin, event, known):
-                await self._release(event_id)
+                await self._release(event_id, "parking.release.answered")
                 return
             first = datetime.fromisoformat(state.first_failure) if state.first_failure else None
             await self._deliver(origin, event, tier=tier.index, prior_attempts=state.attempts, first_failure=first)
@@ -288,24 +293,26 @@ class Pipeline:
                     # Row first: from here on the dossier's later messages queue behind this one. A fault
                     # before the copy is written redelivers the input, which finds its own row and
                     # publishes the copy then (park is idempotent per event).
-                    hit("parking.park")
+                    hit("parking.park.first")
                     await self._parking.park(self._name, event.dossier_code, str(event.event_id), tier=0)
-                    await self._to_tier(record, event, self._tiers[0], attempts, first, "retry_scheduled", detail)
+                    await self._to_tier(record, event, self._tiers[0], attempts, first, "retry_scheduled", detail,
+                                        point="copy.publish.first")
                     return
                 # Copy first, then the row: a fault in between leaves the row on this tier, whose copy is
                 # redelivered (a second copy in the next tier is harmless: same lane, the row decides).
-                await self._publish_copy(record, event, self._tiers[next_tier], attempts, first.isoformat())
-                hit("parking.move")
+                await self._publish_copy(record, event, self._tiers[next_tier], attempts, first.isoformat(),
+                                         "copy.publish.next_tier")
+                hit("parking.move.next_tier")
                 await self._parking.move(self._name, str(event.event_id), next_tier)
                 await self._note_tier(record, event, self._tiers[next_tier], attempts, "retry_scheduled", detail)
                 return
             await self._failed(record, event, exc, attempts, started, first)
             if tier is not None:
-                await self._release(str(event.event_id))
+                await self._release(str(event.event_id), "parking.release.failed")
             return
         await self._succeeded(record, event, delivered, prior_attempts + tries, started)
         if tier is not None:
-            await self._release(str(event.event_id))
+            await self._release(str(event.event_id), "parking.release.delivered")
 
     async def _attempts(
         self, record: InboundRecord, event: DossierEvent, failures: list[datetime]
@@ -379,10 +386,10 @@ class Pipeline:
 
     async def _to_tier(
         self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: datetime,
-        outcome: str, detail: str = "",
+        outcome: str, detail: str = "", *, point: str,
     ) -> None:
         """Park a copy in a retry tier (the parking row is already written) and note it in the ledger."""
-        await self._publish_copy(origin, event, tier, attempts, first_failure.isoformat())
+        await self._publish_copy(origin, event, tier, attempts, first_failure.isoformat(), point)
         await self._note_tier(origin, event, tier, attempts, outcome, detail)
 
     async def _note_tier(
@@ -391,21 +398,22 @@ class Pipeline:
         """The ledger line and metrics of a copy handed to a tier (after the copy is written: a ledger line
         never claims a hand-off that a fault then undid)."""
         entry = self._entry(event, origin, outcome, datetime.now(UTC), attempts, f"{tier.label} {detail}".strip())
-        hit("ledger.append")
+        hit("ledger.append.tier")
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         self._metrics.retries.labels(self._name, tier.label).inc()
         self._count(event, outcome)
 
     async def _publish_copy(
-        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: str | None
+        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: str | None,
+        point: str,
     ) -> None:
         headers = retry_headers(origin, tier, attempts, first_failure or datetime.now(UTC).isoformat())
-        hit("copy.publish")
+        hit(point)
         await self._publisher.publish(tier.topic, origin.value, key=event.dossier_code.encode(), headers=headers)
 
-    async def _release(self, event_id: str) -> None:
+    async def _release(self, event_id: str, point: str) -> None:
         """Take a delivered or failed message out of its dossier's line (after its outcome is published)."""
-        hit("parking.release")
+        hit(point)
         await self._parking.release(self._name, event_id)
 
     async def _succeeded(
@@ -439,7 +447,7 @@ class Pipeline:
         await self._report(event, sync_result(
             self._name, event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
             partner_answer=delivered.partner_answer,
-        ))
+        ), "result.publish.synced")
         self._count(event, "synced")
 
     async def _failed(
@@ -451,11 +459,13 @@ class Pipeline:
         entry = self._entry(event, record, "rejected" if permanent else "dead_lettered", started, attempts,
                             f"{type(exc).__name__}: {exc.reason}")
         # Not marked processed: a replay of the dead letter must be delivered, not skipped as a duplicate.
-        hit("ledger.append")
+        hit("ledger.append.failed")
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         outcome = SyncOutcome.REJECTED if permanent else SyncOutcome.DEAD_LETTERED
-        await self._report(event, sync_result(self._name, event, outcome, attempts, reason=exc.reason))
-        await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now))
+        await self._report(
+            event, sync_result(self._name, event, outcome, attempts, reason=exc.reason), "result.publish.failed"
+        )
+        await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now), "dead_letter.publish.failed")
         self._count(event, "rejected" if permanent else "dead_lettered")
 
     async def _duplicate(self, event: DossierEvent, outcome: str | None) -> None:
@@ -463,10 +473,11 @@ class Pipeline:
         fault between the settle and the result's publication would otherwise leave the event unanswered."""
         self._count(event, "duplicate")
         if outcome == SyncOutcome.SYNCED.value:
-            await self._report(event, sync_result(self._name, event, SyncOutcome.SYNCED, 1))
+            await self._report(event, sync_result(self._name, event, SyncOutcome.SYNCED, 1), "result.publish.duplicate")
         elif outcome == SyncOutcome.STALE_DROPPED.value:
             reason = "a newer version was already synced"
-            await self._report(event, sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason))
+            result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason)
+            await self._report(event, result, "result.publish.duplicate")
 
     async def poison(self, record: InboundRecord, error: BaseException) -> None:
         """The consumer's last resort for a record that kept failing inside the gateway (not at the partner):
@@ -479,10 +490,11 @@ class Pipeline:
         except InvalidMessage:
             event = None
         if event is not None:
-            await self._report(event, sync_result(self._name, event, SyncOutcome.REJECTED, 1, reason=exc.reason))
-        await self._dead_letter(origin, Failure(exc, 1, now, now))
+            result = sync_result(self._name, event, SyncOutcome.REJECTED, 1, reason=exc.reason)
+            await self._report(event, result, "result.publish.poison")
+        await self._dead_letter(origin, Failure(exc, 1, now, now), "dead_letter.publish.poison")
         if event is not None:
-            await self._release(str(event.event_id))
+            await self._release(str(event.event_id), "parking.release.poison")
             self._count(event, "rejected")
 
     async def _stale(self, record: InboundRecord, event: DossierEvent) -> None:
@@ -490,12 +502,13 @@ class Pipeline:
         self._metrics.stale_dropped.labels(self._name).inc()
         log.info("stale_snapshot_dropped", adapter=self._name, record=record.coordinates, version=event.dossier_version)
         entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, f"version {event.dossier_version}")
-        hit("ledger.append")
+        hit("ledger.append.stale")
         await self._settle(
             Settlement(self._name, str(event.event_id), ledger=(entry,), processed_outcome="stale_dropped")
         )
         reason = "a newer version was already synced"
-        await self._report(event, sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason))
+        result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason)
+        await self._report(event, result, "result.publish.stale")
         self._count(event, "stale_dropped")
 
     def _entry(
@@ -515,19 +528,19 @@ class Pipeline:
         self._metrics.ledger_write.observe(time.perf_counter() - started)
         return won
 
-    async def _report(self, event: DossierEvent, result: bytes) -> None:
-        """Publish a `sync_result` message, keyed by the dossier like its event."""
-        hit("result.publish")
+    async def _report(self, event: DossierEvent, result: bytes, point: str) -> None:
+        """Publish a `sync_result` message, keyed by the dossier like its event; `point` names the step."""
+        hit(point)
         await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
 
-    async def _dead_letter(self, record: InboundRecord, failure: Failure) -> None:
+    async def _dead_letter(self, record: InboundRecord, failure: Failure, point: str) -> None:
         topic = dead_letter_topic(record.topic, self._name)
         headers = dead_letter_headers(record, self._name, failure)
         scope = self._scope_of(record)
         if scope:
             headers[SCOPE_HEADER] = scope
         value = fit(record.value, headers, self._max_dead_letter_bytes)
-        hit("dead_letter.publish")
+        hit(point)
         await self._publisher.publish(topic, value, key=record.key, headers=headers)
         error_class = type(failure.error).__name__
         self._metrics.dead_letters.labels(self._name, error_class).inc()

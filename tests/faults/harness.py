@@ -50,6 +50,14 @@ TIERS_S = [0.5, 1.5]
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 3000  # a crashed member's partitions move after 1.5x this on the embedded broker
 CASE_TIMEOUT_S = 90.0
+# Points the scenario cannot reach with one fault, and the tests that inject failures there instead.
+NOT_IN_SCENARIO: dict[str, str] = {
+    "result.publish.poison": "tests/integration/test_poison.py",
+    "dead_letter.publish.poison": "tests/integration/test_poison.py",
+    "parking.release.poison": "tests/integration/test_poison.py",
+    "parking.release.answered": "tests/integration/test_delivery_regressions.py (equal version behind its twin)",
+}
+MATRIX_POINTS: tuple[str, ...] = tuple(p for p in faults.POINTS if p not in NOT_IN_SCENARIO)
 
 
 @dataclass(frozen=True)
