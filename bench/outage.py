@@ -171,7 +171,14 @@ async def run(quick: bool = False, log: Any = print, cfg: OutageConfig | None = 
             await sampler.stop()
             exit_code = await gw.stop()
 
-            probes = outage_requests - before_open if opened_at is not None else outage_requests
+            # Probes as the breaker counts them. Requests that reached the portal after the circuit was seen
+            # open are not all probes: calls already past the closed gate when it opened land there too (up
+            # to max_in_flight of them, retrying), which is how a fresh clone once reported 14 "probes" for
+            # a schedule of 4. Both figures are reported.
+            probes_metric = "gateway_circuit_probes_total"
+            probes = int((m_down_end.get(probes_metric) if m_down_end else 0) - (m_before.get(probes_metric)
+                                                                                  if m_before else 0))
+            requests_after_open = outage_requests - before_open if opened_at is not None else outage_requests
             window = (t_up - t_down) - (opened_at or 0.0)
             rounds = probe_schedule(window, cfg.open_s, cfg.max_open_s)
             expected = rounds * cfg.probe_limit
@@ -181,6 +188,7 @@ async def run(quick: bool = False, log: Any = print, cfg: OutageConfig | None = 
                 "down_s": round(t_up - t_down, 1),
                 "lost": len(lost),
                 "probes": probes,
+                "requests_after_open": requests_after_open,
                 "probe_limit": cfg.probe_limit,
                 "drain_s": round(drain_s, 1) if drain_s is not None else None,
                 "dead_lettered": int(m_end.get("gateway_dead_letters_total")),

@@ -233,6 +233,7 @@ async def start_gateway(
                 open_s=settings.circuit.open_s,
                 max_open_s=settings.circuit.max_open_s,
                 probe_limit=settings.circuit.probe_limit,
+                on_probe=metrics.circuit_probes.labels(name).inc,
             )
             await client.start()
             pipeline = Pipeline(

@@ -59,6 +59,7 @@ class CircuitBreaker:
         max_open_s: float = 60.0,
         probe_limit: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        on_probe: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
@@ -66,6 +67,7 @@ class CircuitBreaker:
         self.max_open_s = max_open_s
         self.probe_limit = probe_limit
         self._clock = clock
+        self._on_probe = on_probe or (lambda: None)  # counts probes for operators (a metric)
         self.state = CircuitState.CLOSED
         self._open_s = open_s
         self._opened_at = 0.0
@@ -131,6 +133,7 @@ class CircuitBreaker:
             if self._probes_in_flight < self.probe_limit:
                 self._probes_in_flight += 1
                 self.probes += 1
+                self._on_probe()
                 self.max_probes_in_flight = max(self.max_probes_in_flight, self._probes_in_flight)
                 return True
             await self._wait(None)

@@ -107,6 +107,10 @@ class GatewayMetrics:
         self.circuit_transitions = Counter(
             "gateway_circuit_transitions_total", "Circuit breaker transitions", ["partner", "to_state"], registry=r
         )
+        self.circuit_probes = Counter(
+            "gateway_circuit_probes_total", "Calls let through a half-open circuit to test the partner", ["partner"],
+            registry=r,
+        )
         self.parked = Gauge(
             "gateway_parked_messages", "Messages waiting in retry topics (sampled)", ["adapter"], registry=r
         )
@@ -136,6 +140,7 @@ class GatewayMetrics:
             self.paused_partitions.labels(adapter)
             self.parked.labels(adapter)
             self.circuit_state.labels(adapter)
+            self.circuit_probes.labels(adapter)
             for event_type in EVENT_TYPES:
                 for outcome in PROCESSED_OUTCOMES:
                     self.events_processed.labels(adapter, event_type, outcome)

@@ -193,3 +193,17 @@ async def test_closing_cancels_the_half_open_timer() -> None:
     cb.close()
     await asyncio.sleep(0.15)  # three times open_s: the timer would have fired by now
     assert cb.state is CircuitState.OPEN
+
+
+async def test_each_probe_is_reported() -> None:
+    """Operators count probes from the breaker itself (gateway_circuit_probes_total), not from requests
+    that happened to reach the partner after the circuit opened."""
+    counted: list[int] = []
+    clock = Clock()
+    cb = CircuitBreaker("p", failure_threshold=1, open_s=1, max_open_s=1, clock=clock,
+                        on_probe=lambda: counted.append(1))
+    await fail(cb)
+    for _ in range(3):
+        clock.now += 1.0
+        await fail(cb)  # each caller after open_s is a probe, and each probe fails
+    assert len(counted) == cb.probes == 3
