@@ -1,7 +1,7 @@
 """Circuit-breaker edges that `make mutants` showed untested: exact backoff, the probe slot across rounds,
-the half-open timer against the breaker's own clock, and counters the outage benchmark reads.
+the half-open timer against the breaker's own clock, and the counters the integration test reads.
 
-Each test names the mutation it stops in its docstring or comment; see docs/testing.md.
+docs/testing.md ("What run 1 found") lists the changes to the code these tests now catch.
 """
 
 from __future__ import annotations

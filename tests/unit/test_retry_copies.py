@@ -27,7 +27,7 @@ ORIGIN = InboundRecord(
     key=b"H12.1-260301-0001",
     value=b'{"event_type": "dossier.received"}',
     timestamp_ms=1_767_000_000_123,
-    headers=(("traceparent", b"00-abc-def-01"), ("binary", b"\xff\xfe")),
+    headers=(("traceparent", b"00-abc-def-01"), ("binary", b"\xff\xfe"), ("tenant", b"hcm")),
 )
 
 
@@ -85,6 +85,7 @@ def test_retry_headers_keep_text_headers_and_add_the_context(clock: None) -> Non
     headers = rt.retry_headers(ORIGIN, tier, attempts=4, first_failure="2026-01-01T00:00:00+00:00")
     assert headers == {
         "traceparent": "00-abc-def-01",  # the binary header is not needed to deliver the copy: dropped
+        "tenant": "hcm",  # and the ones after it are still kept
         "gateway.retry.tier": "1",
         "gateway.retry.due.ms": str(int((NOW_S + 60) * 1000)),
         "gateway.retry.attempts": "4",
@@ -122,7 +123,7 @@ def test_a_copy_reads_back_its_origin_and_history(clock: None) -> None:
         key=ORIGIN.key,
         value=ORIGIN.value,
         timestamp_ms=ORIGIN.timestamp_ms,
-        headers=(("traceparent", b"00-abc-def-01"),),  # the retry context is not part of the origin
+        headers=(("traceparent", b"00-abc-def-01"), ("tenant", b"hcm")),  # without the retry context
     )
 
 
@@ -147,3 +148,11 @@ def test_due_in_counts_down_to_zero(clock: None, due_ms: float, expected: float)
 
 def test_a_copy_without_a_due_time_is_due() -> None:
     assert rt.due_in_s(ORIGIN) == 0.0
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(b"1767225601500", 1_767_225_601.5), (b"soon", 0.0), (b"", 0.0)])
+def test_due_at_is_the_header_in_seconds_or_zero(raw: bytes, expected: float) -> None:
+    # The tier consumer's hook: 0.0 (documented) means "nothing usable, due now", never an exception.
+    copy = InboundRecord("t", 0, 0, None, b"", 0, headers=((rt.H_DUE_MS, raw),))
+    assert rt.due_at(copy) == expected
+    assert rt.due_at(ORIGIN) == 0.0
