@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from contracts.validators import MAX_INT32, MAX_INT64, DossierCode, Instant, LongText, PersonalId, ShortText, Vnd
+from contracts.validators import (
+    EMAIL_PATTERN,
+    Count,
+    DossierCode,
+    Instant,
+    LongText,
+    PersonalId,
+    ShortText,
+    Version,
+    Vnd,
+    json_integer,
+)
 
 
 class Frozen(BaseModel):
@@ -46,8 +57,19 @@ class ApplicantKind(StrEnum):
     ORGANISATION = "organisation"
 
 
+def _identified_schema(schema: dict[str, Any]) -> None:
+    """What `Applicant._identified` checks, said in JSON Schema (kind defaults to citizen)."""
+    schema["if"] = {"type": "object", "properties": {"kind": {"const": "organisation"}}, "required": ["kind"]}
+    not_null = {"not": {"type": "null"}}
+    schema["then"] = {"type": "object", "properties": {"tax_code": not_null}, "required": ["tax_code"]}
+    schema["else"] = {"type": "object", "properties": {"id_number": not_null}, "required": ["id_number"]}
+
+
 class Applicant(Frozen):
-    """The dossier's owner. Personal data: never logged, never a metric label."""
+    """The dossier's owner: a citizen needs id_number, an organisation tax_code. Personal data: never logged,
+    never a metric label."""
+
+    model_config = ConfigDict(json_schema_extra=_identified_schema)
 
     kind: ApplicantKind = ApplicantKind.CITIZEN
     full_name: ShortText
@@ -56,7 +78,7 @@ class Applicant(Frozen):
         default=None, description="Organisation's tax code"
     )
     phone: Annotated[str, Field(pattern=r"^\+?[0-9]{9,12}$")] | None = None
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    email: Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     address: ShortText | None = None
 
     @model_validator(mode="after")
@@ -134,7 +156,7 @@ class Apology(Frozen):
 class Rating(Frozen):
     """A satisfaction rating given by the applicant (1 very dissatisfied .. 4 very satisfied)."""
 
-    level: Annotated[int, Field(ge=1, le=4)]
+    level: Annotated[int, Field(ge=1, le=4), BeforeValidator(json_integer)]
     comment: Annotated[str, Field(max_length=2000)] | None = None
     rated_at: Instant
 
@@ -143,7 +165,9 @@ class DossierSnapshot(Frozen):
     """Everything the partners need to know about one dossier at one version."""
 
     code: DossierCode
-    version: Annotated[int, Field(ge=1, le=MAX_INT64, description="Per-dossier version, +1 for every lifecycle event")]
+    version: Version = Field(
+        description="Per-dossier version, +1 for every lifecycle event; equals the event's dossier_version"
+    )
     status: DossierStatus
     channel: Channel
     receipt_number: Annotated[str, Field(min_length=1, max_length=50)]
@@ -155,7 +179,7 @@ class DossierSnapshot(Frozen):
     summary: ShortText
     submitted_documents: Annotated[list[ShortText], Field(max_length=200)] = []
     fees: Annotated[list[Fee], Field(max_length=50)] = []
-    steps_done: Annotated[int, Field(ge=0, le=MAX_INT32)] = 0
+    steps_done: Count = 0
     supplements: Annotated[list[Supplement], Field(max_length=1)] = Field(
         default=[], description="At most one supplement request per dossier"
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts.dossier import (
     Agency,
@@ -18,18 +18,41 @@ from contracts.dossier import (
     Rating,
     ResultDocument,
 )
-from contracts.envelope import Envelope
-from contracts.validators import MAX_INT64, Instant, LongText, Vnd
+from contracts.envelope import Envelope, require_event_type
+from contracts.validators import Instant, LongText, Version, Vnd
+
+
+def _event_schema(schema: dict[str, Any], cls: type) -> None:
+    """Required `event_type`, and the snapshot statuses possible after this event type (`_STATUS_AFTER`).
+
+    The status rule is an `allOf` next to the snapshot's `$ref` rather than a sibling of it, so that a reader
+    of the schema as draft-07 (an AsyncAPI schema) does not ignore it.
+    """
+    require_event_type(schema)
+    allowed = _STATUS_AFTER.get(cls.__name__)
+    if allowed is not None:
+        snapshot = {k: v for k, v in schema["properties"]["snapshot"].items() if k != "description"}
+        statuses = [s.value for s in DossierStatus if s in allowed]
+        schema["properties"]["snapshot"] = {
+            "allOf": [snapshot, {"type": "object", "properties": {"status": {"type": "string", "enum": statuses}}}],
+            "description": "The dossier after this event; its status is one of those listed here. Not expressible "
+            "in JSON Schema: snapshot.code equals dossier_code and snapshot.version equals dossier_version.",
+        }
 
 
 class LifecycleEvent(Envelope):
     """A dossier event: envelope + per-dossier version + the snapshot after the event."""
 
-    dossier_version: Annotated[
-        # Bounded like every integer the store writes (BIGINT): a bigger one once failed a whole settle batch.
-        int, Field(ge=1, le=MAX_INT64, description="Per-dossier version; equals snapshot.version")
-    ]
-    snapshot: DossierSnapshot
+    model_config = ConfigDict(json_schema_extra=_event_schema)
+
+    # Bounded like every integer the store writes (BIGINT): a bigger one once failed a whole settle batch.
+    dossier_version: Version = Field(
+        description="Per-dossier version. Not expressible in JSON Schema: equals snapshot.version."
+    )
+    snapshot: DossierSnapshot = Field(
+        description="The dossier after this event. Not expressible in JSON Schema: snapshot.code equals "
+        "dossier_code and snapshot.version equals dossier_version."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LifecycleEvent:

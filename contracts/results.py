@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Literal
-from uuid import UUID
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from contracts.envelope import Envelope
-from contracts.validators import MAX_INT32, MAX_INT64
+from contracts.validators import MAX_INT32, Uuid, Version, json_integer
 
 
 class SyncOutcome(StrEnum):
@@ -26,13 +25,13 @@ class SyncResult(Envelope):
 
     event_type: Literal["gateway.sync_result"] = "gateway.sync_result"
     partner: Annotated[str, Field(min_length=1, max_length=50, examples=["national_portal"])]
-    source_event_id: UUID = Field(description="event_id of the lifecycle event this answers")
+    source_event_id: Uuid = Field(description="event_id of the lifecycle event this answers")
     source_event_type: Annotated[str, Field(max_length=100)]
-    dossier_version: Annotated[int, Field(ge=1, le=MAX_INT64)]
+    dossier_version: Version
     outcome: SyncOutcome
-    partner_status: Annotated[int, Field(ge=-MAX_INT32 - 1, le=MAX_INT32)] | None = Field(
-        default=None, description="e.g. the portal's TrangThaiHoSo"
-    )
+    partner_status: Annotated[
+        int, Field(ge=-MAX_INT32 - 1, le=MAX_INT32), BeforeValidator(json_integer)
+    ] | None = Field(default=None, description="e.g. the portal's TrangThaiHoSo")
     partner_answer: Annotated[str, Field(max_length=1000)] | None = None
     reason: Annotated[str, Field(max_length=2000)] | None = None
-    attempts: Annotated[int, Field(ge=1, le=MAX_INT32)] = 1
+    attempts: Annotated[int, Field(ge=1, le=MAX_INT32), BeforeValidator(json_integer)] = 1
