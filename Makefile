@@ -17,7 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gateway demo --dossiers 2000 --report demo-report.json
 
-test: $(STAMP)
+# The official AsyncAPI parser and Ajv (tests/tools/asyncapi-check.mjs), from the lock file.
+TOOLS := tests/tools/node_modules/.package-lock.json
+$(TOOLS): tests/tools/package-lock.json
+	npm ci --prefix tests/tools --no-audit --no-fund
+
+test: $(STAMP) $(TOOLS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
