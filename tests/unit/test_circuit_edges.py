@@ -13,25 +13,7 @@ import pytest
 
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.errors import PartnerUnavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def fail(cb: CircuitBreaker) -> None:
-    with pytest.raises(PartnerUnavailable):
-        async with cb.guard():
-            raise PartnerUnavailable("down")
-
-
-async def succeed(cb: CircuitBreaker) -> None:
-    async with cb.guard():
-        pass
+from tests.unit.test_circuit import Clock, fail, succeed
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
