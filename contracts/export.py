@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,15 @@ from pydantic import TypeAdapter
 
 from contracts import topics
 from contracts.events import DOSSIER_EVENT_ADAPTER, EVENT_TYPES
-from contracts.results import SyncResult
+from contracts.results import (
+    RESULT_MESSAGE_ADAPTER,
+    RESULT_TYPES,
+    InputInvalid,
+    InputSource,
+    KeyText,
+    SyncResult,
+    input_invalid_id,
+)
 from contracts.validators import DOSSIER_CODE_PATTERN, NOT_EXPRESSIBLE
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -33,6 +42,33 @@ EVENT_DESCRIPTION = (
 )
 
 
+RESULTS_DESCRIPTION = (
+    "Every message the gateway publishes on " + topics.SYNC_RESULTS + " as of contract 1.1, told apart by the "
+    "required event_type: gateway.sync_result (the outcome of one dossier event at one partner; unchanged since "
+    "1.0, also published alone as sync-result.v1.json) or gateway.input_invalid (new in 1.1: the answer to an "
+    "input record that is not a dossier event, also published alone as sync-result-input-invalid.v1.1.json). "
+    "A minor version: schema_version stays 1 and every sync_result is what 1.0 promised; readers that took every "
+    "message for a sync_result must now look at event_type first and skip types they do not know. docs/partners.md "
+    "explains both messages."
+)
+INPUT_INVALID_DESCRIPTION = (
+    "Contract 1.1. The answer to a record on " + topics.DOSSIER_EVENTS + " that is not a dossier event (not "
+    "JSON, not UTF-8, refused by the schema or a rule, over the size limit): the reason (field names and rules, "
+    "never values), the record's topic, partition, offset and key, and never its value. The record is also "
+    "dead-lettered (its dead letter carries the same topic, partition and offset). Published on "
+    + topics.SYNC_RESULTS + " beside the sync results; event_id is derived from (partner, topic, partition, "
+    "offset), so a redelivered record is answered under the same id."
+)
+
+
+def _with_header(schema: dict[str, Any], name: str, description: str | None = None) -> dict[str, Any]:
+    schema["$id"] = name
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    if description is not None:
+        schema["description"] = description
+    return schema
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema for every published message."""
     event = DOSSIER_EVENT_ADAPTER.json_schema(mode="validation")
@@ -49,10 +85,30 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "properties": {"event_type": {"enum": list(EVENT_TYPES)}},
         **event,
     }
-    result = TypeAdapter(SyncResult).json_schema(mode="validation")
-    result["$id"] = "sync-result.v1.json"
-    result["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return {"dossier-event.v1.json": event, "sync-result.v1.json": result}
+    result = _with_header(TypeAdapter(SyncResult).json_schema(mode="validation"), "sync-result.v1.json")
+    invalid = _with_header(
+        TypeAdapter(InputInvalid).json_schema(mode="validation"), "sync-result-input-invalid.v1.1.json",
+        INPUT_INVALID_DESCRIPTION,
+    )
+    union = RESULT_MESSAGE_ADAPTER.json_schema(mode="validation")
+    union.pop("discriminator", None)  # as above: the const event_type of each branch says the same
+    union = _with_header(
+        {
+            "title": "SyncResultsMessage",
+            "type": "object",
+            "required": ["event_type"],
+            "properties": {"event_type": {"enum": list(RESULT_TYPES)}},
+            **union,
+        },
+        "sync-result.v1.1.json",
+        RESULTS_DESCRIPTION,
+    )
+    return {
+        "dossier-event.v1.json": event,
+        "sync-result.v1.json": result,
+        "sync-result.v1.1.json": union,
+        "sync-result-input-invalid.v1.1.json": invalid,
+    }
 
 
 def examples() -> dict[str, dict[str, Any]]:
@@ -60,16 +116,42 @@ def examples() -> dict[str, dict[str, Any]]:
     return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(EXAMPLE_DIR.glob("*.json"))}
 
 
+def input_invalid_example() -> dict[str, Any]:
+    """A gateway.input_invalid message as the gateway writes it (for the AsyncAPI document)."""
+    source = InputSource(
+        topic=topics.DOSSIER_EVENTS, partition=3, offset=1042,
+        key=KeyText(encoding="utf-8", data="000.00.01.H34-191215-0007"),
+    )
+    event_id = input_invalid_id("national_portal", source.topic, source.partition, source.offset)
+    message = InputInvalid(
+        event_id=event_id, occurred_at=datetime(2019, 12, 15, 8, 30, 2, tzinfo=timezone(timedelta(hours=7))),
+        dossier_code="000.00.01.H34-191215-0007",
+        correlation_id=event_id, schema_version=1, partner="national_portal", outcome="invalid",
+        reason="dossier.received.occurred_at: Value error, must be an RFC 3339 date-time with an offset, e.g. "
+        "2019-12-15T08:30:00+07:00 (year 1000-9998)",
+        source=source,
+    )
+    doc: dict[str, Any] = json.loads(message.model_dump_json())
+    return doc
+
+
 def asyncapi() -> dict[str, Any]:
     """AsyncAPI 3.0 document describing the topics and their messages."""
     key = {"type": "string", "description": "dossier code", "pattern": DOSSIER_CODE_PATTERN}
+    invalid_key = {
+        "type": "string",
+        "description": "the dossier code, when the invalid record's key was one; otherwise the message has no key",
+        "pattern": DOSSIER_CODE_PATTERN,
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.0.0",
+            "version": "1.1.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
-            "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier.",
+            "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
+            "every input record that is not a dossier event is answered on the results topic too "
+            "(schemas/sync-result.v1.1.json is the schema of every message there).",
         },
         "defaultContentType": "application/json",
         "channels": {
@@ -79,7 +161,10 @@ def asyncapi() -> dict[str, Any]:
             },
             "syncResults": {
                 "address": topics.SYNC_RESULTS,
-                "messages": {"syncResult": {"$ref": "#/components/messages/SyncResult"}},
+                "messages": {
+                    "syncResult": {"$ref": "#/components/messages/SyncResult"},
+                    "inputInvalid": {"$ref": "#/components/messages/InputInvalid"},
+                },
             },
         },
         "operations": {
@@ -91,7 +176,8 @@ def asyncapi() -> dict[str, Any]:
             "publishSyncResults": {
                 "action": "send",
                 "channel": {"$ref": "#/channels/syncResults"},
-                "summary": "The gateway reports each sync outcome back to the one-stop system.",
+                "summary": "The gateway reports each sync outcome back to the one-stop system, and answers each "
+                "input record that is not a dossier event.",
             },
         },
         "components": {
@@ -109,6 +195,16 @@ def asyncapi() -> dict[str, Any]:
                     "name": "SyncResult",
                     "bindings": {"kafka": {"key": key}},
                     "payload": {"$ref": "./schemas/sync-result.v1.json"},
+                },
+                "InputInvalid": {
+                    "name": "InputInvalid",
+                    "summary": "An input record that is not a dossier event: why, and where it was (contract 1.1).",
+                    "bindings": {"kafka": {"key": invalid_key}},
+                    "payload": {"$ref": "./schemas/sync-result-input-invalid.v1.1.json"},
+                    "examples": [
+                        {"name": "occurred_at-without-offset", "summary": "a dossier.received without its "
+                         "occurred_at offset, keyed by its dossier code", "payload": input_invalid_example()},
+                    ],
                 },
             }
         },

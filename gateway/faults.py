@@ -46,7 +46,8 @@ POINTS: tuple[str, ...] = (
     "parking.release.failed",  # dead-lettered from a tier
     "parking.release.answered",  # at the front of its line, already processed or stale
     "parking.release.poison",
-    "dead_letter.publish.malformed",
+    "result.publish.malformed",  # an input that is not a dossier event is answered (outcome invalid), then...
+    "dead_letter.publish.malformed",  # ...dead-lettered
     "dead_letter.publish.failed",
     "dead_letter.publish.poison",
     "offset.commit",  # the consumer commits offsets

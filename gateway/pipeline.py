@@ -13,6 +13,8 @@ fault suite:
 - parked in a tier: publish the copy → write or move the parking row → ledger → commit. A copy whose row
   was not moved yet is the live one (it rolls the row forward); an older copy is obsolete.
 - rejected / dead-lettered: ledger → result → dead letter → release → commit; a redelivery redoes them.
+- not a dossier event (malformed input): answer `gateway.input_invalid` → dead letter → commit; a redelivery
+  redoes both, and the answer keeps its id (derived from the record's coordinates).
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from contracts.events import DossierEvent, parse_dossier_event
-from contracts.results import SyncOutcome, SyncResult
+from contracts.results import (
+    InputInvalid,
+    InputSource,
+    SyncOutcome,
+    SyncResult,
+    input_invalid_id,
+    input_key,
+    key_dossier_code,
+)
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
 from gateway.circuit import CircuitBreaker, FreeProbes
@@ -66,9 +76,14 @@ log = structlog.get_logger(__name__)
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """A readable reason that names fields and rules but never echoes the offending (maybe personal) values."""
     parts = []
-    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:limit]:
+    for err in exc.errors(include_input=False, include_url=False)[:limit]:
         where = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{where}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] == "union_tag_invalid":  # pydantic's message quotes the tag it found: a value
+            ctx = err.get("ctx", {})
+            msg = (f"Input tag found using {ctx.get('discriminator', 'the discriminator')} does not match any of "
+                   f"the expected tags: {ctx.get('expected_tags', '')}")
+        parts.append(f"{where}: {msg}")
     more = exc.error_count() - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
@@ -119,6 +134,26 @@ def sync_result(
         attempts=max(1, attempts),
     )
     return result.model_dump_json().encode()
+
+
+def input_invalid(adapter: str, origin: InboundRecord, reason: str) -> tuple[bytes, bytes | None]:
+    """The answer to an input record that is not a dossier event (contract 1.1), as JSON, and its Kafka key.
+
+    It names the record by its coordinates and key, never by its value; its id is derived from the coordinates,
+    so a redelivery answers under the same id. Keyed by the record's key when that is a dossier code (beside the
+    dossier's other results), else unkeyed: a key of any other shape may be large, and is repeated in the body.
+    Validated on the way (the path is rare): a bug here fails the record, it does not publish a bad message.
+    """
+    event_id = input_invalid_id(adapter, origin.topic, origin.partition, origin.offset)
+    dossier_code = key_dossier_code(origin.key)
+    answer = InputInvalid(
+        event_id=event_id, occurred_at=datetime.now(UTC), dossier_code=dossier_code, correlation_id=event_id,
+        schema_version=1, partner=adapter, outcome="invalid", reason=reason[:2000] or "invalid input",
+        source=InputSource(
+            topic=origin.topic, partition=origin.partition, offset=origin.offset, key=input_key(origin.key)
+        ),
+    )
+    return answer.model_dump_json().encode(), dossier_code.encode() if dossier_code else None
 
 
 class _Exhausted(Exception):
@@ -176,10 +211,7 @@ class Pipeline:
         try:
             event = decode(record.value, self._max_bytes)
         except InvalidMessage as exc:
-            now = datetime.now(UTC)
-            await self._dead_letter(
-                record, Failure(exc, 1, now, now, stage="VALUE_CONVERTER"), "dead_letter.publish.malformed"
-            )
+            await self._invalid(record, exc, 1)
             return
         if not self.adapter.wants(event):
             self._count(event, "ignored")
@@ -234,9 +266,7 @@ class Pipeline:
             try:
                 event = decode(copy.value, self._max_bytes)
             except InvalidMessage as exc:  # cannot happen for copies we wrote; never lose it anyway
-                now = datetime.now(UTC)
-                failure = Failure(exc, state.attempts, now, now, stage="VALUE_CONVERTER")
-                await self._dead_letter(origin, failure, "dead_letter.publish.malformed")
+                await self._invalid(origin, exc, state.attempts)
                 return
             event_id = str(event.event_id)
             parked = await self._parking.get(self._name, event_id)
@@ -532,6 +562,16 @@ class Pipeline:
         """Publish a `sync_result` message, keyed by the dossier like its event; `point` names the step."""
         hit(point)
         await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
+
+    async def _invalid(self, origin: InboundRecord, exc: InvalidMessage, attempts: int) -> None:
+        """Input that is not a dossier event: answer it (outcome invalid), then dead-letter it; the consumer then
+        commits. A fault in between redoes both, and the answer keeps its id (derived from the coordinates)."""
+        body, key = input_invalid(self._name, origin, exc.reason)
+        hit("result.publish.malformed")
+        await self._results.publish(self._results_topic, body, key=key)
+        now = datetime.now(UTC)
+        failure = Failure(exc, attempts, now, now, stage="VALUE_CONVERTER")
+        await self._dead_letter(origin, failure, "dead_letter.publish.malformed")
 
     async def _dead_letter(self, record: InboundRecord, failure: Failure, point: str) -> None:
         topic = dead_letter_topic(record.topic, self._name)

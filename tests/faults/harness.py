@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.national_portal.simulator import PortalSimulator
+from contracts.results import INPUT_INVALID
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
 from gateway import faults
 from gateway.bootstrap import start_gateway
@@ -43,7 +44,7 @@ from gateway.store import create_engine
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from tests.contract.national_portal import NationalPortalContract
-from tests.faults.scenario import MALFORMED_KEY, Scenario, build
+from tests.faults.scenario import MALFORMED, MALFORMED_KEY, Scenario, build
 
 ADAPTER = "national_portal"
 TIERS_S = [0.5, 1.5]
@@ -57,6 +58,7 @@ NOT_IN_SCENARIO: dict[str, str] = {
     "parking.release.poison": "tests/integration/test_poison.py",
     "parking.release.answered": "tests/integration/test_delivery_regressions.py (equal version behind its twin)",
 }
+MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 MATRIX_POINTS: tuple[str, ...] = tuple(p for p in faults.POINTS if p not in NOT_IN_SCENARIO)
 
 
@@ -109,7 +111,8 @@ class Collector:
     def __init__(self, bootstrap: str, topics: _Topics) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
-        self.results: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []  # gateway.sync_result messages
+        self.invalid: list[dict[str, Any]] = []  # gateway.input_invalid messages (contract 1.1)
         self.dead: list[Any] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -130,7 +133,8 @@ class Collector:
             for tp, records in batches.items():
                 for r in records:
                     if tp.topic == self._topics.results:
-                        self.results.append(json.loads(r.value))
+                        body = json.loads(r.value)
+                        (self.invalid if body["event_type"] == INPUT_INVALID else self.results).append(body)
                     else:
                         self.dead.append(r)
 
@@ -248,6 +252,7 @@ class _Run:
             all(i in seen for i in s.allowed)
             and all(dead.get(i) for i in s.dead_lettered)
             and dead.get("<malformed>", 0) > 0
+            and bool(self.collector.invalid)
         )
 
     async def until_done(self, deadline: float, child: subprocess.Popen[bytes] | None = None) -> bool:
@@ -362,7 +367,8 @@ def _progress(run: _Run) -> str:
     missing = [i for i in s.allowed if i not in seen]
     dead = run.collector.dead_event_ids()
     no_dlt = [i for i in s.dead_lettered if not dead.get(i)]
-    return f"{len(missing)} inputs without a result, {len(no_dlt)} without their dead letter, healed={run.healed}"
+    return (f"{len(missing)} inputs without a result, {len(no_dlt)} without their dead letter, "
+            f"{len(run.collector.invalid)} answers to the malformed record, healed={run.healed}")
 
 
 async def _invariants(run: _Run) -> list[str]:
@@ -383,6 +389,16 @@ async def _invariants(run: _Run) -> list[str]:
             problems.append(f"event {source} ended as {sorted(seen)}, expected one of {sorted(s.allowed[source])}")
     if any(len(v) > 1 for v in ids.values()):
         problems.append("one outcome of one event was published under different result ids")
+    # The malformed record is answered `invalid`, under one id however often it was redone, by its key and
+    # coordinates, never by its value.
+    invalid_ids = {str(r["event_id"]) for r in run.collector.invalid}
+    if len(invalid_ids) > 1:
+        problems.append(f"the malformed record was answered under {len(invalid_ids)} ids")
+    for r in run.collector.invalid:
+        if r["source"]["key"] != {"encoding": "utf-8", "data": MALFORMED_KEY.decode()} or r["outcome"] != "invalid":
+            problems.append(f"an invalid answer for something else than the malformed record: {r['source']}")
+        if MALFORMED_VALUE_PART in json.dumps(r, ensure_ascii=False):
+            problems.append("the invalid answer echoes the malformed value")
     dead = run.collector.dead_event_ids()
     for event_id in dead:
         if event_id in s.allowed and event_id not in s.dead_lettered:

@@ -6,7 +6,7 @@
   first tier (the driver heals it once its parking row appears), so its line drains through the tiers;
 - `refused`: the partner refuses every event of it (rejected, dead-lettered);
 - `down`: the partner never recovers for it, so its messages climb every tier and are dead-lettered;
-- one malformed record (dead-lettered, no result).
+- one malformed record (answered `invalid` on the results topic, then dead-lettered).
 """
 
 from __future__ import annotations
