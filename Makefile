@@ -4,15 +4,43 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench faults schemas mutants clean
+.PHONY: install lock demo test lint bench faults schemas mutants clean
 
-$(STAMP): pyproject.toml
+# Every install is pinned, with hashes, by the lock files `make lock` generates from pyproject.toml:
+#   requirements.lock        production dependencies only: what the Docker image installs
+#   requirements-dev.lock    those same pins + the embedded broker ([embedded]) + [dev] + the build backend:
+#                            what .venv gets (make install, and so make demo and make test)
+#   requirements-build.lock  the build backend alone: what the image's build stage makes the wheel with
+# The project itself goes in afterwards without dependencies, so nothing unpinned slips in.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+BUILD_LOCK := requirements-build.lock
+
+$(STAMP): pyproject.toml $(LOCK) $(DEV_LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(DEV_LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e '.[dev]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the lock files after changing pyproject.toml's dependencies; existing pins are kept where they
+# still fit (`make lock LOCK_ARGS=--upgrade` moves everything to the newest releases, or
+# `LOCK_ARGS='--upgrade-package aiohttp'` one package). With pip-tools in a venv of its own, from PyPI only
+# (no local pip configuration or find-links), for CPython 3.11 on Linux: the image's Python.
+LOCK_TOOLS := $(VENV)/.lock-tools
+LOCK_ARGS ?=
+PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(LOCK_ARGS)
+
+lock:
+	@$(PY) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "make lock: needs CPython 3.11, the image'"'"'s Python (PY=python3.11)")'
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PY) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q pip-tools==7.6.2; }
+	$(PIP_COMPILE) --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra dev --all-build-deps --constraint $(LOCK) --output-file $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) --only-build-deps --build-deps-for wheel --constraint $(DEV_LOCK) --output-file $(BUILD_LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/gateway demo --dossiers 2000 --report demo-report.json
