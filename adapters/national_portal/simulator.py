@@ -75,6 +75,12 @@ _TERMINAL_NEXT: dict[int, frozenset[int]] = {
     9: frozenset({10}),
     10: frozenset(),
 }
+# The lifecycle order of TrangThaiHoSo (DOMAIN.md §1), by phase: registered online (1), received (2), in
+# processing (4, with its two pauses 5 supplement requested and 6 financial obligation, each of which goes back
+# to 4 when the applicant answers: 5 → 4 and 6 → 4 are forward moves), closed (3 not accepted, 7 withdrawn,
+# 8 stopped, 9 resolved), result returned (10).
+_PHASE: dict[int, int] = {1: 0, 2: 1, 4: 2, 5: 2, 6: 2, 3: 3, 7: 3, 8: 3, 9: 3, 10: 4}
+_SUPPLEMENT_REQUESTED = 5
 _MALFORMED_BODY = b"<html><body><h1>502 Bad Gateway</h1>The upstream answered garbage.</body></html>"
 
 log = logging.getLogger(__name__)
@@ -185,6 +191,21 @@ class _Dossier:
             out["step_records"] = list(self.steps)
             out["rating_records"] = list(self.ratings)
         return out
+
+
+def _backwards(dossier: _Dossier, status: int) -> bool:
+    """Whether moving `dossier` to `status` goes back in its lifecycle: to an earlier phase (_PHASE), out of a
+    closed status other than 9 → 10 (_TERMINAL_NEXT), or to a second supplement request (the law allows one, so
+    5 once the dossier has left 5 is an old state coming back). Within processing, 4, 5 and 6 alternate."""
+    current = dossier.status
+    if status == current:
+        return False
+    allowed = _TERMINAL_NEXT.get(current)
+    if allowed is not None and status not in allowed:
+        return True
+    if _PHASE[status] < _PHASE[current]:
+        return True
+    return status == _SUPPLEMENT_REQUESTED and _SUPPLEMENT_REQUESTED in dossier.history
 
 
 class _Rejection(Exception):
@@ -601,8 +622,7 @@ class PortalSimulator:
             if dossier is None:
                 dossier = self._dossiers[code] = _Dossier(status=status, record=record)
             else:
-                allowed = _TERMINAL_NEXT.get(dossier.status)
-                if allowed is not None and status != dossier.status and status not in allowed:
+                if _backwards(dossier, status):
                     # Applied anyway, like the portal; counted because the gateway must never go backwards.
                     self._stats.status_regressions += 1
                 dossier.status = status

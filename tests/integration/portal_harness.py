@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +15,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.national_portal.simulator import PortalSimulator
+from contracts.events import DossierEvent, ProcessingStepDone, Rated
 from gateway.bootstrap import Gateway
+from gateway.loadgen.journeys import Journey
 from gateway.settings import CircuitSettings, RetrySettings
 from tests.contract.harness import in_process, private_topics
 from tests.contract.national_portal import NationalPortalContract
@@ -111,6 +115,13 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60.0, int
     return predicate()
 
 
+async def sessions_outlive(ttl_s: float, since: float) -> None:
+    """Wait until the simulator's sessions opened before `since` (a `time.monotonic()` reading) are `ttl_s` old:
+    the simulator ages a session by `time.monotonic()` against its current `session_ttl_s`, so from then on it
+    answers "session expired" for each of them."""
+    assert await wait_until(lambda: time.monotonic() - since >= ttl_s, timeout_s=ttl_s + 10, interval_s=0.01)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, interval_s: float = 0.05) -> bool:
     """Poll an async condition (e.g. a store query); True once it holds, False at the deadline."""
     loop = asyncio.get_running_loop()
@@ -120,3 +131,24 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
             return True
         await asyncio.sleep(interval_s)
     return await check()
+
+
+def follow_up(journey: Journey) -> DossierEvent:
+    """A new event of the journey's dossier, one version after its last: its final snapshot sent once more.
+
+    A test that must show something did *not* happen to a dossier writes this after the thing it watches,
+    under the same key (so the same partition and lane, handled strictly after whatever came before it), and
+    waits for it at the portal: once it is there, the gateway has had every chance to do what must not
+    happen. At the portal it is one more snapshot (`history` grows by one, `records_applied` by one) and no
+    step or rating: an event of the journey that sends neither is the template."""
+    last = journey.events[-1]
+    template = next(e for e in reversed(journey.events) if not isinstance(e, ProcessingStepDone | Rated))
+    version = last.dossier_version + 1
+    return template.model_copy(
+        update={
+            "event_id": uuid.uuid4(),
+            "causation_id": last.event_id,
+            "dossier_version": version,
+            "snapshot": last.snapshot.model_copy(update={"version": version}),
+        }
+    )

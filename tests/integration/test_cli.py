@@ -23,7 +23,7 @@ import pytest
 from adapters.national_portal.simulator import PortalSimulator
 from gateway.demo import count_lost
 from gateway.loadgen.journeys import encode, generate_journeys, key
-from tests.integration.portal_harness import produce, wait_until
+from tests.integration.portal_harness import eventually, produce, wait_until
 
 GATEWAY = Path(sys.executable).parent / "gateway"
 if not GATEWAY.exists():  # pragma: no cover - a venv without the script on that path
@@ -96,10 +96,14 @@ def spawn(args: list[str], env: dict[str, str], cwd: Path, stdout: int | IO[Any]
             proc.stdout.close()
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
-    """Poll without blocking the event loop (the simulator in this process must keep answering)."""
-    await wait_until(lambda: proc.poll() is not None, timeout_s=timeout_s, interval_s=0.1)
-    return proc.poll()
+async def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """The exit code, polled without blocking the event loop (the simulator in this process must keep
+    answering); fails the test if the process still runs after `timeout_s`."""
+    exited = await wait_until(lambda: proc.poll() is not None, timeout_s=timeout_s, interval_s=0.1)
+    assert exited, f"still running {timeout_s} s later"
+    code = proc.poll()
+    assert code is not None
+    return code
 
 
 async def http_get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -139,16 +143,17 @@ async def test_run_with_embedded_broker_serves_syncs_and_stops_cleanly(tmp_path:
         base = f"http://127.0.0.1:{http_port}"
         with log_path.open("wb") as log, spawn(["run", "--embedded-broker"], env, tmp_path, log) as proc:
             async with aiohttp.ClientSession() as session:
-                ready = False
-                deadline = time.monotonic() + 20
-                while not ready and time.monotonic() < deadline and proc.poll() is None:
+
+                async def ready_or_exited() -> bool:
+                    if proc.poll() is not None:
+                        return True  # exited: waiting longer cannot help; the assertion below tells why
                     try:
                         status, _ = await http_get(session, f"{base}/health/ready")
-                        ready = status == 200
                     except aiohttp.ClientError:
-                        pass
-                    if not ready:
-                        await asyncio.sleep(0.2)
+                        return False
+                    return status == 200
+
+                ready = await eventually(ready_or_exited, timeout_s=20, interval_s=0.2) and proc.poll() is None
                 output = flat(log_path.read_text(errors="replace"))
                 assert ready, f"not ready within 20 s (exit {proc.poll()}): {output[-2000:]}"
                 assert "embedded in-memory broker" in output
@@ -195,12 +200,7 @@ async def test_demo_serve_announces_itself_and_syncs_what_it_is_sent(tmp_path: P
                 seen = json.loads(body) if status == 200 else {}
                 return not count_lost([journey], seen)
 
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                if await synced():
-                    break
-                await asyncio.sleep(0.3)
-            assert not count_lost([journey], seen), seen
+            assert await eventually(synced, timeout_s=30, interval_s=0.3), seen
             status, metrics = await http_get(session, info["metrics_url"])
             assert status == 200
             assert "gateway_events_in_total" in metrics

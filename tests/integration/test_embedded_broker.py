@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,18 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _wait_gone(pid: int, timeout_s: float) -> bool:
+def _wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll a condition from synchronous code; True once it holds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if predicate():
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return predicate()
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    return _wait_until(lambda: not _alive(pid), timeout_s)
 
 
 def _topic() -> str:
@@ -110,8 +116,12 @@ def test_survives_the_thread_that_started_it() -> None:
     worker.join()
     try:
         pid = broker.pid
-        assert pid is not None
-        time.sleep(0.3)
+        assert pid is not None and worker.native_id is not None
+        # join() returns when Python is done with the thread; the kernel sends PDEATHSIG when the OS thread
+        # exits, which is when /proc stops listing it. Gone from there, it has had its chance to kill.
+        thread = Path(f"/proc/self/task/{worker.native_id}")
+        assert _wait_until(lambda: not thread.exists(), timeout_s=5), "the starting thread never exited"
+        asyncio.run(_round_trip(broker.bootstrap_servers, _topic()))  # still serving, after it
         assert _alive(pid)
     finally:
         broker.stop()
@@ -178,10 +188,7 @@ def test_restarts_after_the_broker_died_and_shows_its_output() -> None:
         os.kill(first_pid, signal.SIGKILL)
         # Not _wait_gone: the thread-group leader shows "Z" before the other threads are gone and
         # waitpid can reap it.
-        deadline = time.monotonic() + 2
-        while broker.is_running() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not broker.is_running()
+        assert _wait_until(lambda: not broker.is_running(), timeout_s=2)
         broker.start()
         assert broker.is_running() and broker.pid != first_pid
     finally:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from gateway.kafka_admin import ensure_topics
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.records import InboundRecord
-from tests.integration.portal_harness import wait_until
+from tests.integration.portal_harness import eventually, wait_until
 
 
 async def _produce(bootstrap: str, topic: str, keys: int, per_key: int) -> int:
@@ -29,6 +29,17 @@ async def _produce(bootstrap: str, topic: str, keys: int, per_key: int) -> int:
     finally:
         await producer.stop()
     return keys * per_key
+
+
+async def _produce_to(bootstrap: str, tp: TopicPartition, keys: list[bytes]) -> None:
+    """One record per key, in this order, into one partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for k in keys:
+            await producer.send_and_wait(tp.topic, k, key=k, partition=tp.partition)
+    finally:
+        await producer.stop()
 
 
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
@@ -92,10 +103,11 @@ async def test_back_pressure_pauses_instead_of_buffering(kafka_bootstrap: str) -
     await consumer.start()
     try:
         assert await wait_until(lambda: consumer.in_flight == 10, timeout_s=30)
-        await asyncio.sleep(1.0)
+        # Each report of paused partitions is one more turn of the fetch loop while saturated (after
+        # pause_after_s): three turns with the partitions paused, and it had every chance to take more.
+        assert await wait_until(lambda: sum(n > 0 for n in paused) >= 3, timeout_s=30, interval_s=0.05)
         assert consumer.in_flight == 10  # nothing more was taken while the handlers are stuck
         assert consumer.consumed == 10
-        assert max(paused) > 0  # the partitions were paused, not merely unread
         gate.set()
         assert await wait_until(lambda: consumer.finished == 400, timeout_s=60)
     finally:
@@ -105,8 +117,9 @@ async def test_back_pressure_pauses_instead_of_buffering(kafka_bootstrap: str) -
 
 async def test_commits_stop_below_the_lowest_unfinished_message(kafka_bootstrap: str) -> None:
     """A slow message must not be skipped when a consumer restarts: later ones committed, it is redone."""
-    topic = await _topic(kafka_bootstrap, partitions=1)
-    await _produce(kafka_bootstrap, topic, keys=10, per_key=1)
+    topic = await _topic(kafka_bootstrap, partitions=2)
+    slow, other = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    await _produce_to(kafka_bootstrap, slow, [f"key-{k}".encode() for k in range(10)])
     stuck = asyncio.Event()
     handled: list[bytes] = []
 
@@ -121,9 +134,20 @@ async def test_commits_stop_below_the_lowest_unfinished_message(kafka_bootstrap:
         options=ConsumerOptions(drain_timeout_s=0.5, commit_interval_s=0.1),
     )
     await first.start()
-    assert await wait_until(lambda: len(handled) == 9, timeout_s=30)
-    await asyncio.sleep(0.5)
-    await first.stop()  # key-0 still unfinished: the committed offset must stay at 0
+    try:
+        assert await wait_until(lambda: len(handled) == 9, timeout_s=30)
+        # Records of the other partition, written only now and then committed by the periodic commit: that
+        # commit came after the nine finished, so it had every chance to move partition 0 past key-0 too.
+        await _produce_to(kafka_bootstrap, other, [b"later-1", b"later-2"])
+        assert await wait_until(lambda: b"later-2" in handled, timeout_s=30)
+
+        async def other_committed() -> bool:
+            return await _committed(kafka_bootstrap, group, other) == 2
+
+        assert await eventually(other_committed, timeout_s=30, interval_s=0.3)
+        assert await _committed(kafka_bootstrap, group, slow) in (None, 0)
+    finally:
+        await first.stop()  # key-0 still unfinished: the committed offset must stay at 0
     redone: list[bytes] = []
 
     async def record_all(record: InboundRecord) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -31,6 +32,7 @@ from gateway.errors import (
     PartnerThrottled,
     PartnerUnavailable,
 )
+from tests.integration.portal_harness import sessions_outlive
 
 pytestmark = pytest.mark.integration
 
@@ -147,9 +149,10 @@ async def test_step_for_an_unknown_dossier_is_rejected(client: PortalClient) -> 
 
 async def test_session_expiry_logs_in_again_transparently(sim: PortalSimulator, client: PortalClient) -> None:
     await client.sync_snapshot(_record(), updating=False, idempotency_key="snap-a")
+    logged_in_before = time.monotonic()
     assert _logins(sim) == 1
     sim.set_knobs(session_ttl_s=0.3)
-    await asyncio.sleep(0.4)
+    await sessions_outlive(0.3, since=logged_in_before)
     answer = await client.sync_snapshot(_record(), updating=True, idempotency_key="snap-b")
     assert answer.ok
     assert _logins(sim) == 2
@@ -162,8 +165,9 @@ async def test_concurrent_callers_share_one_login(sim: PortalSimulator, client: 
     assert _logins(sim) == 1
 
     # After the session expires, 50 concurrent callers see error_code 2 and still cause one re-login.
+    logged_in_before = time.monotonic()
     sim.set_knobs(session_ttl_s=0.5)
-    await asyncio.sleep(0.6)
+    await sessions_outlive(0.5, since=logged_in_before)
     answers = await asyncio.gather(*(client.lookup(CODE) for _ in range(50)))
     assert all(a.ok for a in answers)
     assert _logins(sim) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.national_portal.mapping import portal_status, snapshot_record
 from adapters.national_portal.simulator import (
     DOSSIERS_PATH,
     IDEMPOTENCY_HEADER,
@@ -28,6 +30,8 @@ from adapters.national_portal.simulator import (
     STATS_PATH,
     PortalSimulator,
 )
+from gateway.loadgen.journeys import generate_journeys
+from tests.integration.portal_harness import sessions_outlive
 
 pytestmark = pytest.mark.integration
 
@@ -229,9 +233,10 @@ async def test_other_rejections(sim: PortalSimulator, portal: Portal) -> None:
 
 
 async def test_session_expiry_then_relogin(sim: PortalSimulator, portal: Portal) -> None:
+    logged_in_before = time.monotonic()
     async with portal.http.post(sim.base_url + KNOBS_PATH, json={"session_ttl_s": 0.2}) as resp:
         assert resp.status == 200 and (await resp.json())["session_ttl_s"] == 0.2
-    await asyncio.sleep(0.3)
+    await sessions_outlive(0.2, since=logged_in_before)
     expired = await portal.snapshot(record())
     assert expired == {"error_code": 2, "message": "Phiên làm việc đã hết hạn"}
     assert sim.dossiers == {}
@@ -270,6 +275,61 @@ async def test_status_regression_counted(sim: PortalSimulator, portal: Portal) -
     assert sim.stats["status_regressions"] == 0
     await portal.snapshot(record(TrangThaiHoSo=4))
     assert sim.stats["status_regressions"] == 1
+
+
+@pytest.mark.parametrize(
+    ("statuses", "regressions"),
+    [
+        # Forward: the processing pauses (5 supplement, 6 financial obligation) go back to 4; 9 → 10; rated at 10.
+        ((2, 4, 4, 5, 4, 6, 4, 9, 10, 10), 0),
+        ((1, 2, 3), 0),
+        ((2, 5, 7), 0),
+        ((2, 6, 7), 0),
+        ((2, 4, 8), 0),
+        # Backward, and not counted before (only leaving a closed status was):
+        ((2, 4, 2), 1),  # received again after processing: an older snapshot after a newer one
+        ((2, 1), 1),
+        ((2, 6, 2, 4), 1),
+        ((2, 4, 5, 4, 5), 1),  # a second supplement request: the law allows one, so 5 again is the past
+        # Backward out of a closed status (counted before too):
+        ((2, 4, 9, 4), 1),
+        ((2, 4, 9, 10, 9), 1),
+        ((2, 3, 7), 1),
+        ((2, 4, 9, 10, 4, 2), 2),
+    ],
+)
+async def test_any_move_back_in_the_lifecycle_is_a_status_regression(
+    sim: PortalSimulator, portal: Portal, statuses: tuple[int, ...], regressions: int
+) -> None:
+    for status in statuses:
+        assert (await portal.snapshot(record(TrangThaiHoSo=status)))["error_code"] == 0
+    assert sim.dossiers[CODE]["history"] == list(statuses)  # applied anyway, like the portal
+    assert sim.stats["status_regressions"] == regressions
+
+
+async def test_journeys_count_no_regression_in_order_and_one_when_their_first_two_events_swap(
+    sim: PortalSimulator, portal: Portal
+) -> None:
+    """Every lifecycle the generator writes (DOMAIN.md §1) is forward; one event delivered before the one
+    before it is counted, whichever statuses they have."""
+    journeys = generate_journeys(200, seed=29)
+    walks = [[portal_status(e.snapshot) for e in j.events] for j in journeys]
+    moves = {(a, b) for walk in walks for a, b in itertools.pairwise(walk) if a != b}
+    assert {s for walk in walks for s in walk} == {2, 3, 4, 5, 6, 7, 8, 9, 10}  # every status the gateway sends
+    assert {(5, 4), (6, 4), (9, 10)} <= moves  # and the moves a plain numeric order would call backwards
+    for j in journeys:
+        answer = await portal.snapshot(*(snapshot_record(e.snapshot) for e in j.events))
+        assert answer["error_code"] == 0, answer
+    assert sim.stats["status_regressions"] == 0
+
+    sim.reset()
+    swapped = [j for j in journeys if portal_status(j.events[0].snapshot) != portal_status(j.events[1].snapshot)]
+    assert len(swapped) > 150
+    for j in swapped:
+        first, second, *rest = j.events
+        answer = await portal.snapshot(*(snapshot_record(e.snapshot) for e in (second, first, *rest)))
+        assert answer["error_code"] == 0, answer
+    assert sim.stats["status_regressions"] == len(swapped)
 
 
 async def test_latency_knob(sim: PortalSimulator, portal: Portal) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Engine, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store import Advance, Settlement, Store, open_store
@@ -18,6 +18,7 @@ from gateway.store.database import writer
 from gateway.store.ledger import ExchangeEntry
 from gateway.store.schema import ledger_head, sync_state
 from gateway.store.sync_state import advance_row, advance_statement
+from tests.integration.portal_harness import wait_until
 
 ADAPTER = "national_portal"
 
@@ -192,10 +193,29 @@ async def chain_head_held(engine: AsyncEngine) -> AsyncIterator[None]:
         yield
 
 
-async def blocked_writers(engine: AsyncEngine, count: int) -> None:
-    """Wait until `count` transactions wait on a lock (PostgreSQL); on SQLite give them time to reach BEGIN."""
+@contextlib.contextmanager
+def sqlite_writers_at_begin() -> Iterator[set[int]]:
+    """The connection pools (one per engine: on SQLite each committer runs its batches on an engine of its own)
+    that issued a `BEGIN IMMEDIATE` since: each of them now waits for the write lock `chain_head_held` holds."""
+    pools: set[int] = set()
+
+    def seen(conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("BEGIN IMMEDIATE"):
+            pools.add(id(conn.engine.pool))
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        yield pools
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+
+async def blocked_writers(engine: AsyncEngine, count: int, sqlite_writers: set[int]) -> None:
+    """Wait until `count` transactions wait on a lock: on PostgreSQL as the server sees them, on SQLite as
+    `count` engines that issued `BEGIN IMMEDIATE` behind the held write lock (`sqlite_writers_at_begin`)."""
     if engine.dialect.name != "postgresql":
-        await asyncio.sleep(0.3)
+        waiting = await wait_until(lambda: len(sqlite_writers) >= count, timeout_s=10, interval_s=0.01)
+        assert waiting, f"only {len(sqlite_writers)} of {count} writers reached BEGIN IMMEDIATE"
         return
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -216,14 +236,15 @@ async def test_two_processes_inserting_one_new_dossier_in_large_batches_have_one
     first, second = await open_store(store_url), await open_store(store_url)
     try:
         async with chain_head_held(first.engine):
-            batches = [
-                asyncio.ensure_future(asyncio.gather(*(
-                    s.committer.settle(synced(f"{name}{i}", "D-new" if i == 0 else f"D-{name}{i}", 1))
-                    for i in range(20)
-                )))
-                for name, s in (("a", first), ("b", second))
-            ]
-            await blocked_writers(first.engine, 2)
+            with sqlite_writers_at_begin() as sqlite_writers:  # from now: not the holder's own BEGIN
+                batches = [
+                    asyncio.ensure_future(asyncio.gather(*(
+                        s.committer.settle(synced(f"{name}{i}", "D-new" if i == 0 else f"D-{name}{i}", 1))
+                        for i in range(20)
+                    )))
+                    for name, s in (("a", first), ("b", second))
+                ]
+                await blocked_writers(first.engine, 2, sqlite_writers)
         won_a, won_b = await asyncio.gather(*batches)
         assert won_a[1:] == won_b[1:] == [True] * 19  # their own dossiers
         assert won_a[0] + won_b[0] == 1, (won_a[0], won_b[0])
