@@ -447,10 +447,10 @@ def table(verdicts: list[Verdict]) -> str:
     columns = sorted({(v.case.kind, v.case.backend) for v in verdicts}, key=lambda c: (c[1], c[0]))
     points = list(dict.fromkeys(v.case.point for v in verdicts))
     cell = {(v.case.point, v.case.kind, v.case.backend): v for v in verdicts}
-    head = ["point".ljust(22)] + [f"{k}/{b}".ljust(18) for k, b in columns]
+    head = ["point".ljust(30)] + [f"{k}/{b}".ljust(18) for k, b in columns]
     lines = [" ".join(head), "-" * len(" ".join(head))]
     for p in points:
-        row = [p.ljust(22)]
+        row = [p.ljust(30)]
         for k, b in columns:
             v = cell.get((p, k, b))
             text = "-" if v is None else ("pass" if v.passed else ("not reached" if not v.fired else "FAIL"))
