@@ -114,10 +114,13 @@ def test_an_unreachable_broker_is_one_line_exit_1(tmp_path: Path) -> None:
     code, stderr = gateway(tmp_path, "run", env=env)
     assert code == UNREACHABLE
     line = one_line(stderr)
+    # The cause is KafkaConnectionError, or TimeoutError when a loaded machine lets the 1 s pass first.
     assert line.startswith(
         "error: Kafka broker 127.0.0.1:1 (kafka.bootstrap_servers) did not answer within 1 s "
-        "(kafka.connect_timeout_s): KafkaConnectionError"
+        "(kafka.connect_timeout_s): "
     ), line
+    cause = line.split("(kafka.connect_timeout_s): ", 1)[1]
+    assert cause.startswith(("KafkaConnectionError", "TimeoutError")), line
     assert not (tmp_path / "state.db").exists()  # checked before anything was set up
 
 
