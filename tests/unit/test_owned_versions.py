@@ -52,7 +52,8 @@ def test_capacity_drops_the_oldest_entry() -> None:
     owned = OwnedVersions(capacity=2)
     owned.remember("portal", "D1", 1)
     owned.remember("portal", "D2", 1)
-    owned.remember("portal", "D2", 2)  # an update does not grow it
+    owned.remember("portal", "D2", 2)  # an update does not grow it ...
+    assert owned.newer_than_known("portal", "D1", 9) == (True, 1)  # ... nor evict anyone
     owned.remember("portal", "D3", 1)
     assert len(owned) == 2
     assert owned.newer_than_known("portal", "D1", 9) == (False, None)
