@@ -72,6 +72,8 @@ from gateway.store import Advance, ExchangeEntry, GroupCommitter, Known, Parking
 
 log = structlog.get_logger(__name__)
 
+STALE_REASON = "a newer version was already synced"
+
 
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """A readable reason that names fields and rules but never echoes the offending (maybe personal) values."""
@@ -467,10 +469,10 @@ class Pipeline:
         hit("settle")
         won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
         if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)
+            # This very event settled by the other party is a duplicate (one outcome, already decided);
+            # otherwise a newer version won and this one is stale.
             known = await self._committer.known(self._name, str(event.event_id), event.dossier_code)
-            if known.processed:  # this very event, by the other party: one outcome, already decided
-                await self._duplicate(event, known.processed_outcome)
-            else:
+            if not await self._answered(record, event, known):
                 await self._stale(record, event)
             return
         self._sync_delay.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
@@ -505,8 +507,7 @@ class Pipeline:
         if outcome == SyncOutcome.SYNCED.value:
             await self._report(event, sync_result(self._name, event, SyncOutcome.SYNCED, 1), "result.publish.duplicate")
         elif outcome == SyncOutcome.STALE_DROPPED.value:
-            reason = "a newer version was already synced"
-            result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason)
+            result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
             await self._report(event, result, "result.publish.duplicate")
 
     async def poison(self, record: InboundRecord, error: BaseException) -> None:
@@ -536,8 +537,7 @@ class Pipeline:
         await self._settle(
             Settlement(self._name, str(event.event_id), ledger=(entry,), processed_outcome="stale_dropped")
         )
-        reason = "a newer version was already synced"
-        result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=reason)
+        result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
         await self._report(event, result, "result.publish.stale")
         self._count(event, "stale_dropped")
 
