@@ -19,3 +19,22 @@ def dead_letter_topic(source_topic: str, adapter: str) -> str:
 def retry_topic(source_topic: str, adapter: str, delay_label: str) -> str:
     """Delayed retries of one adapter: `<topic>.<adapter>-retry-<delay>` (e.g. `-retry-10s`)."""
     return f"{source_topic}.{adapter}-retry-{delay_label}"
+
+
+def commands_topic(partner: str) -> str:
+    """Input: commands for one partner, keyed by dossier code: `onestop.commands.<partner>.v1`.
+
+    One topic per partner: it carries only that partner's data (addresses for the postal service, amounts for
+    the bank), so who may read it and how long it is kept can differ per partner, and a partner's backlog never
+    delays another's commands. Order holds per dossier within a partner, which is the only order a partner needs.
+    """
+    return f"onestop.commands.{partner}.v1"
+
+
+def partner_events_topic(partner: str) -> str:
+    """Output: what one partner reported, and the answer to each of its commands: `gateway.partner-events.<partner>.v1`.
+
+    A command's answer and the partner's later events about the same dossier share a topic and a key, so the
+    one-stop system reads them in the order they happened.
+    """
+    return f"gateway.partner-events.{partner}.v1"

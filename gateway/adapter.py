@@ -1,13 +1,28 @@
-"""What an adapter gives the machinery: which events it wants and how to deliver one to its partner."""
+"""What an adapter gives the machinery: which inputs it wants and how to carry one out at its partner."""
 
 from __future__ import annotations
 
 import hashlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+from uuid import UUID
 
-from contracts.events import DossierEvent
+
+class Message(Protocol):
+    """What the machinery reads of any input (a lifecycle event or a command): the envelope."""
+
+    @property
+    def event_id(self) -> UUID: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def dossier_code(self) -> str: ...
+
+    @property
+    def correlation_id(self) -> UUID: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +37,25 @@ class Exchange:
 
 
 @dataclass(frozen=True, slots=True)
+class Emitted:
+    """A partner event a delivery produced: serialized, keyed by its dossier, with a deterministic event id
+    (published again after a fault, it must be recognisable as the same event)."""
+
+    value: bytes
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Delivered:
-    """A partner accepted the event."""
+    """A partner accepted the input."""
 
     partner_status: int | None
     partner_answer: str | None
     exchanges: tuple[Exchange, ...] = field(default=())
+    events: tuple[Emitted, ...] = field(default=())
+    """Published to the adapter's events topic before the input is marked done."""
+    partner_reference: str | None = None
+    """What the partner calls the effect (e.g. an order number), repeated in a command's answer."""
 
 
 class Adapter(Protocol):
@@ -42,11 +70,13 @@ class Adapter(Protocol):
     ordered_by_version: bool
     """True when a partner must never see an older snapshot after a newer one (stale ones are dropped)."""
 
-    def wants(self, event: DossierEvent) -> bool:
-        """Whether this adapter has anything to do for the event."""
+    # Inputs are typed Any here: the adapter's flow (gateway.delivery.flows) parses them, and each adapter's
+    # handlers take the contract type of its own input topic.
+    def wants(self, event: Any) -> bool:
+        """Whether this adapter has anything to do for the input."""
         ...
 
-    async def deliver(self, event: DossierEvent) -> Delivered:
+    async def deliver(self, event: Any) -> Delivered:
         """Perform the event's effect at the partner, idempotently (keys from `idempotency_key`)."""
         ...
 
@@ -58,7 +88,7 @@ class Adapter(Protocol):
 idempotency_scope: ContextVar[str] = ContextVar("idempotency_scope", default="")
 
 
-def idempotency_key(adapter: str, event: DossierEvent, operation: str) -> str:
+def idempotency_key(adapter: str, event: Message, operation: str) -> str:
     """Deterministic key of one partner effect: the same event and operation always give the same key."""
     scope = idempotency_scope.get()
     return f"{adapter}:{operation}:{event.event_id}" + (f":{scope}" if scope else "")

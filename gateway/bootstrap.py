@@ -6,24 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from pydantic import ValidationError
 
-from adapters.national_portal.client import PortalClient
-from adapters.national_portal.handlers import PortalApi, PortalHandlers
-from adapters.national_portal.settings import PortalSettings
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.http_server import OperatorServer
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
-from gateway.observe import ObservedClient
 from gateway.pipeline import Pipeline
+from gateway.plugins import BuildContext, ConfigurationError, PartnerClient, input_topic, load, output_topic
 from gateway.retry_topics import build_tiers, due_at
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
@@ -35,8 +31,7 @@ from gateway.store import LadderChanged, Store, open_store, reconcile_ladder
 log = structlog.get_logger(__name__)
 
 
-class ConfigurationError(RuntimeError):
-    """The settings cannot run a gateway (e.g. no bootstrap servers); the message says what to set."""
+__all__ = ["AdapterRuntime", "ConfigurationError", "Gateway", "start_gateway"]
 
 
 @dataclass
@@ -44,7 +39,7 @@ class AdapterRuntime:
     """One adapter wired to its client, pipeline and consumer."""
 
     adapter: Adapter
-    client: Any
+    client: PartnerClient
     pipeline: Pipeline
     consumer: KeyOrderedConsumer
     retry_consumers: list[KeyOrderedConsumer]
@@ -124,26 +119,6 @@ class Gateway:
 TIER_FETCH_MAX_WAIT_MS = 500
 
 
-def _adapter_for(
-    name: str, metrics: GatewayMetrics, adapter_settings: Mapping[str, Any], in_flight: int
-) -> tuple[Adapter, Any]:
-    if name == "national_portal":
-        try:
-            settings = adapter_settings.get(name) or PortalSettings()  # fields come from GATEWAY_PORTAL_*
-        except ValidationError as exc:
-            missing = ", ".join(f"GATEWAY_PORTAL_{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
-            raise ConfigurationError(f"national_portal adapter is not configured: set {missing}") from None
-        if "max_connections" not in settings.model_fields_set:
-            # One pooled connection per message that may be in flight: no queueing inside the HTTP client.
-            settings = settings.model_copy(update={"max_connections": in_flight})
-        portal = PortalClient(settings)
-        observed = ObservedClient(
-            portal, partner=name, metrics=metrics, operations=("sync_snapshot", "update_progress", "sync_rating")
-        )
-        return PortalHandlers(cast(PortalApi, observed)), portal
-    raise ConfigurationError(f"unknown adapter {name!r}; available: national_portal")
-
-
 def _pause_on_open(runtime: AdapterRuntime, metrics: GatewayMetrics) -> Callable[[CircuitState, CircuitState], None]:
     """While a partner's circuit is open its consumers fetch nothing: lag grows, nothing is lost."""
     partner = runtime.adapter.name
@@ -193,23 +168,26 @@ async def start_gateway(
     try:
         store = gw.store = await open_store(settings.database_url)
         names = settings.topics
+        plugins = {name: load(name) for name in settings.adapters}
+        inputs = {name: input_topic(name, names) for name in settings.adapters}
+        outputs = {name: output_topic(name, names) for name in settings.adapters}
         # Before any connection: parked rows must still fit the ladder, or the process must not start.
-        ladders = {name: build_tiers(names.input, name, settings.retry.tiers_s) for name in settings.adapters}
+        ladders = {name: build_tiers(inputs[name], name, settings.retry.tiers_s) for name in settings.adapters}
         for name, tiers in ladders.items():
             try:
                 await reconcile_ladder(store.engine, name, [tier.label for tier in tiers])
             except LadderChanged as exc:
                 raise ConfigurationError(str(exc)) from None
         await broker.connect()
-        topics = {names.input: settings.kafka.input_partitions, names.results: settings.kafka.input_partitions}
+        topics = {topic: settings.kafka.input_partitions for topic in [*inputs.values(), *outputs.values()]}
         for name in settings.adapters:
-            topics[dead_letter_topic(names.input, name)] = 1
+            topics[dead_letter_topic(inputs[name], name)] = 1
             for tier in ladders[name]:
                 topics[tier.topic] = settings.kafka.input_partitions
         # Dead letters wait for an operator: keep them until replayed or purged, not Kafka's default week.
         big = str(settings.kafka.max_dead_letter_bytes + 256 * 1024)
         keep = {
-            dead_letter_topic(names.input, name): {"retention.ms": "-1", "max.message.bytes": big}
+            dead_letter_topic(inputs[name], name): {"retention.ms": "-1", "max.message.bytes": big}
             for name in settings.adapters
         }
         await ensure_topics(
@@ -226,7 +204,10 @@ async def start_gateway(
             extra=security_options(settings.kafka),
         )
         for name in settings.adapters:
-            adapter, client = _adapter_for(name, metrics, adapter_settings or {}, settings.concurrency.max_in_flight)
+            parts = plugins[name].build(
+                BuildContext(metrics, settings.concurrency.max_in_flight, (adapter_settings or {}).get(name))
+            )
+            adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
                 name,
                 failure_threshold=settings.circuit.failure_threshold,
@@ -239,13 +220,13 @@ async def start_gateway(
             pipeline = Pipeline(
                 adapter, publisher=publisher, results=results, committer=store.committer, parking=store.parking,
                 tiers=ladders[name], breaker=breaker, metrics=metrics,
-                retry=settings.retry, results_topic=names.results, max_message_bytes=settings.kafka.max_message_bytes,
-                max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes,
+                retry=settings.retry, results_topic=outputs[name], max_message_bytes=settings.kafka.max_message_bytes,
+                max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes, flow=parts.flow,
             )
             consumer = KeyOrderedConsumer(
                 bootstrap_servers=bootstrap,
                 group_id=f"{settings.kafka.group_prefix}.{name}",
-                topics=(names.input,),
+                topics=(inputs[name],),
                 handler=pipeline,
                 options=options,
                 on_in_flight=metrics.in_flight.labels(name).set,

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.topics import dead_letter_topic
 from gateway import dead_letters as dl
+from gateway.plugins import input_topic
 from gateway.runtime.records import InboundRecord
 from gateway.settings import GatewaySettings
 from gateway.store.dlq_actions import ActionRecord, DlqAction, DlqActions
@@ -323,5 +324,9 @@ async def purge(items: Sequence[Listed], actions: DlqActions, *, dry_run: bool =
 
 
 def dlt_topics_for(settings: GatewaySettings, topic: str | None, adapter: str | None) -> list[str]:
-    """The dead-letter topics a command reads: one adapter's, or those of every configured adapter."""
-    return dlt_topics(topic or settings.topics.input, [adapter] if adapter else settings.adapters)
+    """The dead-letter topics a command reads: one adapter's, or those of every configured adapter (each beside
+    the topic it consumes: the lifecycle events, or its own commands), or those of `topic` if given."""
+    names = [adapter] if adapter else settings.adapters
+    if topic:
+        return dlt_topics(topic, names)
+    return [dead_letter_topic(input_topic(name, settings.topics), name) for name in dict.fromkeys(names)]

@@ -26,24 +26,22 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from uuid import NAMESPACE_URL, uuid5
 
 import structlog
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from contracts.events import DossierEvent, parse_dossier_event
+from contracts.events import parse_dossier_event
 from contracts.results import (
     InputInvalid,
     InputSource,
     SyncOutcome,
-    SyncResult,
     input_invalid_id,
     input_key,
     key_dossier_code,
 )
 from contracts.topics import dead_letter_topic
-from gateway.adapter import Adapter, Delivered, digest, idempotency_scope
+from gateway.adapter import Adapter, Delivered, Message, digest, idempotency_scope
 from gateway.circuit import CircuitBreaker, FreeProbes
 from gateway.dead_letters import (
     REPLAY_HEADER,
@@ -53,6 +51,8 @@ from gateway.dead_letters import (
     dead_letter_headers,
     fit,
 )
+from gateway.delivery.flows import LIFECYCLE, Flow
+from gateway.delivery.flows import sync_result as sync_result  # re-exported: tests and tools import it here
 from gateway.errors import (
     GatewayError,
     InvalidMessage,
@@ -90,52 +90,17 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def decode(raw: bytes, max_bytes: int) -> DossierEvent:
-    """Bytes → validated event, or InvalidMessage with the reason."""
+def decode(raw: bytes, max_bytes: int, parse: Callable[[bytes], Any] = parse_dossier_event) -> Any:
+    """Bytes → validated message (a dossier event unless `parse` says otherwise), or InvalidMessage with the
+    reason."""
     if len(raw) > max_bytes:
         raise InvalidMessage(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        return parse_dossier_event(raw)
+        return parse(raw)
     except ValidationError as exc:
         raise InvalidMessage(describe_validation_error(exc)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidMessage(f"undecodable message: {type(exc).__name__}") from None
-
-
-def sync_result(
-    adapter: str,
-    event: DossierEvent,
-    outcome: SyncOutcome,
-    attempts: int,
-    *,
-    partner_status: int | None = None,
-    partner_answer: str | None = None,
-    reason: str | None = None,
-) -> bytes:
-    """The result message for one event, as JSON.
-
-    Built without re-validation: every field comes from the already-validated event or from the pipeline
-    itself, and validating the dossier code again per result was a measurable share of the hot path.
-    tests/unit/test_pipeline_decode.py checks the output against the published contract.
-    """
-    result = SyncResult.model_construct(
-        # Deterministic id: a redelivered event yields the same result id, so readers can de-duplicate.
-        event_id=uuid5(NAMESPACE_URL, f"{adapter}/{event.event_id}/{outcome.value}"),
-        occurred_at=datetime.now(UTC),
-        dossier_code=event.dossier_code,
-        correlation_id=event.correlation_id,
-        causation_id=event.event_id,
-        partner=adapter,
-        source_event_id=event.event_id,
-        source_event_type=event.event_type,
-        dossier_version=event.dossier_version,
-        outcome=outcome,
-        partner_status=partner_status,
-        partner_answer=partner_answer[:1000] if partner_answer else None,
-        reason=reason[:2000] if reason else None,
-        attempts=max(1, attempts),
-    )
-    return result.model_dump_json().encode()
 
 
 def input_invalid(adapter: str, origin: InboundRecord, reason: str) -> tuple[bytes, bytes | None]:
@@ -189,8 +154,12 @@ class Pipeline:
         results_topic: str,
         max_message_bytes: int = 1_000_000,
         max_dead_letter_bytes: int = 8_000_000,
+        flow: Flow = LIFECYCLE,
+        events_topic: str | None = None,
     ) -> None:
         self.adapter = adapter
+        self._flow = flow
+        self._events_topic = events_topic or results_topic  # partner events a delivery produced
         self._publisher = publisher  # retry copies and dead letters
         self._results = results or publisher
         self._committer = committer
@@ -211,7 +180,7 @@ class Pipeline:
     async def __call__(self, record: InboundRecord) -> None:
         self._events_in.inc()
         try:
-            event = decode(record.value, self._max_bytes)
+            event = decode(record.value, self._max_bytes, self._flow.parse)
         except InvalidMessage as exc:
             await self._invalid(record, exc, 1)
             return
@@ -220,16 +189,15 @@ class Pipeline:
             return
         # Keyed by its dossier, a record's partition (owned by this process) holds every message of the
         # dossier, so what this process remembers of it is certain (gateway.store.owned_versions).
-        owned = self.adapter.ordered_by_version and record.key == event.dossier_code.encode()
+        version = self._flow.version(event) if self.adapter.ordered_by_version else None
+        owned = version is not None and record.key == event.dossier_code.encode()
         known = await self._committer.known(
-            self._name, str(event.event_id), event.dossier_code,
-            owned_version=event.dossier_version if owned else None,
+            self._name, str(event.event_id), event.dossier_code, owned_version=version if owned else None,
         )
         if known.processed:
             await self._duplicate(event, known.processed_outcome)
             return
-        stale = known.last_version is not None and event.dossier_version <= known.last_version
-        if self.adapter.ordered_by_version and stale:
+        if self._is_stale(event, known):
             await self._stale(record, event)
             return
         if known.parked and self._tiers:  # (a parked dossier is never remembered: nothing to forget here)
@@ -246,17 +214,23 @@ class Pipeline:
                 return
         await self._deliver(record, event)
 
-    async def _answered(self, record: InboundRecord, event: DossierEvent, known: Known) -> bool:
+    async def _answered(self, record: InboundRecord, event: Message, known: Known) -> bool:
         """Answer a message the store already decides, without calling the partner: a processed one
         re-publishes its result, a version not newer than the synced one is dropped as stale."""
         if known.processed:
             await self._duplicate(event, known.processed_outcome)
             return True
-        stale = known.last_version is not None and event.dossier_version <= known.last_version
-        if self.adapter.ordered_by_version and stale:
+        if self._is_stale(event, known):
             await self._stale(record, event)
             return True
         return False
+
+    def _is_stale(self, event: Message, known: Known) -> bool:
+        """A version not newer than the synced one, for an adapter that must never go backwards."""
+        if not self.adapter.ordered_by_version:
+            return False
+        version = self._flow.version(event)
+        return version is not None and known.last_version is not None and version <= known.last_version
 
     def tier_handler(self, tier: RetryTier) -> Callable[[InboundRecord], Awaitable[None]]:
         """The handler of one retry tier's consumer (which hands it copies once due): keep the dossier's
@@ -266,7 +240,7 @@ class Pipeline:
             state = retry_state(copy)
             origin = state.origin
             try:
-                event = decode(copy.value, self._max_bytes)
+                event = decode(copy.value, self._max_bytes, self._flow.parse)
             except InvalidMessage as exc:  # cannot happen for copies we wrote; never lose it anyway
                 await self._invalid(origin, exc, state.attempts)
                 return
@@ -301,7 +275,7 @@ class Pipeline:
     async def _deliver(
         self,
         record: InboundRecord,
-        event: DossierEvent,
+        event: Message,
         *,
         tier: int | None = None,
         prior_attempts: int = 0,
@@ -347,7 +321,7 @@ class Pipeline:
             await self._release(str(event.event_id), "parking.release.delivered")
 
     async def _attempts(
-        self, record: InboundRecord, event: DossierEvent, failures: list[datetime]
+        self, record: InboundRecord, event: Message, failures: list[datetime]
     ) -> tuple[Delivered, int]:
         """Deliver with in-process retries, under the record's idempotency scope; returns (outcome, tries)."""
         scope = idempotency_scope.set(self._scope_of(record))
@@ -356,7 +330,7 @@ class Pipeline:
         finally:
             idempotency_scope.reset(scope)
 
-    async def _tries(self, event: DossierEvent, failures: list[datetime]) -> tuple[Delivered, int]:
+    async def _tries(self, event: Message, failures: list[datetime]) -> tuple[Delivered, int]:
         """The first try runs without building a retrier: almost every message succeeds at once, and
         tenacity's machinery would otherwise be most of the pipeline's own cost."""
         free = FreeProbes(self._retry.attempts)
@@ -386,11 +360,11 @@ class Pipeline:
             raise _Exhausted(exc, 1 + retrying.statistics.get("attempt_number", 1)) from exc
         return delivered, 1 + retrying.statistics.get("attempt_number", 1)
 
-    async def _once(self, event: DossierEvent, free: FreeProbes) -> Delivered:
+    async def _once(self, event: Message, free: FreeProbes) -> Delivered:
         # Neither waiting at an open circuit nor a failed probe is an attempt: an outage never exhausts retries.
         return await self._breaker.call(functools.partial(self._call_partner, event), free)
 
-    async def _call_partner(self, event: DossierEvent) -> Delivered:
+    async def _call_partner(self, event: Message) -> Delivered:
         hit("partner.call")
         delivered = await self.adapter.deliver(event)
         hit("partner.answered")  # the partner has applied it; nothing of ours is written yet
@@ -417,7 +391,7 @@ class Pipeline:
         return delay
 
     async def _to_tier(
-        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: datetime,
+        self, origin: InboundRecord, event: Message, tier: RetryTier, attempts: int, first_failure: datetime,
         outcome: str, detail: str = "", *, point: str,
     ) -> None:
         """Park a copy in a retry tier (the parking row is already written) and note it in the ledger."""
@@ -425,7 +399,7 @@ class Pipeline:
         await self._note_tier(origin, event, tier, attempts, outcome, detail)
 
     async def _note_tier(
-        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, outcome: str, detail: str
+        self, origin: InboundRecord, event: Message, tier: RetryTier, attempts: int, outcome: str, detail: str
     ) -> None:
         """The ledger line and metrics of a copy handed to a tier (after the copy is written: a ledger line
         never claims a hand-off that a fault then undid)."""
@@ -436,7 +410,7 @@ class Pipeline:
         self._count(event, outcome)
 
     async def _publish_copy(
-        self, origin: InboundRecord, event: DossierEvent, tier: RetryTier, attempts: int, first_failure: str | None,
+        self, origin: InboundRecord, event: Message, tier: RetryTier, attempts: int, first_failure: str | None,
         point: str,
     ) -> None:
         headers = retry_headers(origin, tier, attempts, first_failure or datetime.now(UTC).isoformat())
@@ -449,7 +423,7 @@ class Pipeline:
         await self._parking.release(self._name, event_id)
 
     async def _succeeded(
-        self, record: InboundRecord, event: DossierEvent, delivered: Delivered, attempts: int, started: datetime
+        self, record: InboundRecord, event: Message, delivered: Delivered, attempts: int, started: datetime
     ) -> None:
         finished = datetime.now(UTC)
         entries = tuple(
@@ -461,11 +435,18 @@ class Pipeline:
             )
             for x in delivered.exchanges
         )
+        version = self._flow.version(event) if self.adapter.ordered_by_version else None
         advance = (
-            Advance(event.dossier_code, event.dossier_version, delivered.partner_status, delivered.partner_answer)
-            if self.adapter.ordered_by_version
+            Advance(event.dossier_code, version, delivered.partner_status, delivered.partner_answer)
+            if version is not None
             else None
         )
+        # What the partner reported is published before the input is marked done: a fault in between
+        # delivers the input again, the partner answers the same key the same way, and the events go out
+        # again under the same ids (readers de-duplicate). After the mark there would be nothing to redo it.
+        for emitted in delivered.events:
+            hit("partner_events.publish")
+            await self._results.publish(self._events_topic, emitted.value, key=emitted.key)
         hit("settle")
         won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
         if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)
@@ -476,14 +457,14 @@ class Pipeline:
                 await self._stale(record, event)
             return
         self._sync_delay.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
-        await self._report(event, sync_result(
+        await self._report(event, self._flow.answer(
             self._name, event, SyncOutcome.SYNCED, attempts, partner_status=delivered.partner_status,
-            partner_answer=delivered.partner_answer,
+            partner_answer=delivered.partner_answer, partner_reference=delivered.partner_reference,
         ), "result.publish.synced")
         self._count(event, "synced")
 
     async def _failed(
-        self, record: InboundRecord, event: DossierEvent, exc: GatewayError, attempts: int, started: datetime,
+        self, record: InboundRecord, event: Message, exc: GatewayError, attempts: int, started: datetime,
         first_failure: datetime | None,
     ) -> None:
         permanent = isinstance(exc, PermanentError)
@@ -495,19 +476,21 @@ class Pipeline:
         await self._settle(Settlement(self._name, str(event.event_id), ledger=(entry,)))
         outcome = SyncOutcome.REJECTED if permanent else SyncOutcome.DEAD_LETTERED
         await self._report(
-            event, sync_result(self._name, event, outcome, attempts, reason=exc.reason), "result.publish.failed"
+            event, self._flow.answer(self._name, event, outcome, attempts, reason=exc.reason), "result.publish.failed"
         )
         await self._dead_letter(record, Failure(exc, attempts, first_failure or now, now), "dead_letter.publish.failed")
         self._count(event, "rejected" if permanent else "dead_lettered")
 
-    async def _duplicate(self, event: DossierEvent, outcome: str | None) -> None:
+    async def _duplicate(self, event: Message, outcome: str | None) -> None:
         """A message already finished: publish its result again (same id, so readers de-duplicate it). A
         fault between the settle and the result's publication would otherwise leave the event unanswered."""
         self._count(event, "duplicate")
         if outcome == SyncOutcome.SYNCED.value:
-            await self._report(event, sync_result(self._name, event, SyncOutcome.SYNCED, 1), "result.publish.duplicate")
+            await self._report(
+                event, self._flow.answer(self._name, event, SyncOutcome.SYNCED, 1), "result.publish.duplicate"
+            )
         elif outcome == SyncOutcome.STALE_DROPPED.value:
-            result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
+            result = self._flow.answer(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
             await self._report(event, result, "result.publish.duplicate")
 
     async def poison(self, record: InboundRecord, error: BaseException) -> None:
@@ -517,32 +500,33 @@ class Pipeline:
         exc = ProcessingFailed(f"the gateway kept failing on this record: {type(error).__name__}")
         now = datetime.now(UTC)
         try:
-            event = decode(origin.value, self._max_bytes)
+            event = decode(origin.value, self._max_bytes, self._flow.parse)
         except InvalidMessage:
             event = None
         if event is not None:
-            result = sync_result(self._name, event, SyncOutcome.REJECTED, 1, reason=exc.reason)
+            result = self._flow.answer(self._name, event, SyncOutcome.REJECTED, 1, reason=exc.reason)
             await self._report(event, result, "result.publish.poison")
         await self._dead_letter(origin, Failure(exc, 1, now, now), "dead_letter.publish.poison")
         if event is not None:
             await self._release(str(event.event_id), "parking.release.poison")
             self._count(event, "rejected")
 
-    async def _stale(self, record: InboundRecord, event: DossierEvent) -> None:
+    async def _stale(self, record: InboundRecord, event: Message) -> None:
         """Drop a message older than what the partner has; marked processed, so a redelivery says the same."""
         self._metrics.stale_dropped.labels(self._name).inc()
-        log.info("stale_snapshot_dropped", adapter=self._name, record=record.coordinates, version=event.dossier_version)
-        entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, f"version {event.dossier_version}")
+        version = self._flow.version(event)
+        log.info("stale_snapshot_dropped", adapter=self._name, record=record.coordinates, version=version)
+        entry = self._entry(event, record, "stale_dropped", datetime.now(UTC), 1, f"version {version}")
         hit("ledger.append.stale")
         await self._settle(
             Settlement(self._name, str(event.event_id), ledger=(entry,), processed_outcome="stale_dropped")
         )
-        result = sync_result(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
+        result = self._flow.answer(self._name, event, SyncOutcome.STALE_DROPPED, 1, reason=STALE_REASON)
         await self._report(event, result, "result.publish.stale")
         self._count(event, "stale_dropped")
 
     def _entry(
-        self, event: DossierEvent, record: InboundRecord, outcome: str, started: datetime, attempts: int, detail: str
+        self, event: Message, record: InboundRecord, outcome: str, started: datetime, attempts: int, detail: str
     ) -> ExchangeEntry:
         """A ledger line for an event that produced no partner effect (failure or stale drop)."""
         return ExchangeEntry(
@@ -558,8 +542,8 @@ class Pipeline:
         self._metrics.ledger_write.observe(time.perf_counter() - started)
         return won
 
-    async def _report(self, event: DossierEvent, result: bytes, point: str) -> None:
-        """Publish a `sync_result` message, keyed by the dossier like its event; `point` names the step."""
+    async def _report(self, event: Message, result: bytes, point: str) -> None:
+        """Publish the answer to an input (sync or command result), keyed by its dossier; `point` names the step."""
         hit(point)
         await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
 
@@ -589,7 +573,7 @@ class Pipeline:
             reason=failure.error.reason, attempts=failure.attempts,
         )
 
-    def _count(self, event: DossierEvent, outcome: str) -> None:
+    def _count(self, event: Message, outcome: str) -> None:
         counter = self._processed.get((event.event_type, outcome))
         if counter is None:
             counter = self._processed[(event.event_type, outcome)] = self._metrics.events_processed.labels(

@@ -1,0 +1,27 @@
+"""How the composition root builds the national-portal adapter: it syncs every lifecycle event to the portal."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from adapters.national_portal.client import PortalClient
+from adapters.national_portal.handlers import ADAPTER_NAME, PortalApi, PortalHandlers
+from adapters.national_portal.settings import PortalSettings
+from gateway.observe import ObservedClient
+from gateway.plugins import AdapterParts, BuildContext, Plugin, read_settings
+
+
+def build(context: BuildContext) -> AdapterParts:
+    settings = read_settings(PortalSettings, context.settings, adapter=ADAPTER_NAME, env_prefix="GATEWAY_PORTAL_")
+    if "max_connections" not in settings.model_fields_set:
+        # One pooled connection per message that may be in flight: no queueing inside the HTTP client.
+        settings = settings.model_copy(update={"max_connections": context.in_flight})
+    portal = PortalClient(settings)
+    observed = ObservedClient(
+        portal, partner=ADAPTER_NAME, metrics=context.metrics,
+        operations=("sync_snapshot", "update_progress", "sync_rating"),
+    )
+    return AdapterParts(handlers=PortalHandlers(cast(PortalApi, observed)), client=portal)
+
+
+PLUGIN = Plugin(name=ADAPTER_NAME, reads="lifecycle", build=build)

@@ -1,0 +1,132 @@
+"""Adapter plug-ins: every adapter package has a `plugin` module; the composition root loads them by name.
+
+The root has no per-partner code: `settings.adapters` names packages under `adapters/`, and each one's
+`adapters.<name>.plugin.PLUGIN` says what it reads (lifecycle events or its own commands) and builds its
+runtime parts (handlers, client, feeds) from its own settings. Nothing connects while building.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+import adapters
+from contracts.topics import commands_topic, partner_events_topic
+from gateway.adapter import Adapter
+from gateway.delivery.flows import LIFECYCLE, Flow
+from gateway.metrics import GatewayMetrics
+from gateway.settings import TopicSettings
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a gateway (e.g. no bootstrap servers); the message says what to set."""
+
+
+class PartnerClient(Protocol):
+    """A partner client's life cycle as the root drives it: open its pool before the first call, close it last."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What an adapter may use to build itself."""
+
+    metrics: GatewayMetrics
+    in_flight: int
+    """Messages that may be in flight for the adapter at once (size the connection pool to it)."""
+    settings: Any | None = None
+    """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterParts:
+    """One adapter's runtime parts."""
+
+    handlers: Adapter
+    client: PartnerClient
+    flow: Flow = LIFECYCLE
+    feeds: tuple[Any, ...] = field(default=())
+    """Partner feeds to poll (gateway.feeds.source.FeedSource), each by one process of the group at a time."""
+
+
+class AdapterPlugin(Protocol):
+    """What `adapters.<name>.plugin.PLUGIN` provides."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def reads(self) -> str:
+        """`lifecycle` (the one-stop system's dossier events) or `commands` (its own commands topic)."""
+        ...
+
+    def build(self, context: BuildContext) -> AdapterParts: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    """The usual plug-in: a name, what it reads, and a build function."""
+
+    name: str
+    reads: str
+    build: Callable[[BuildContext], AdapterParts]
+
+
+def available() -> list[str]:
+    """Names of the adapter packages that have a plug-in module."""
+    found = []
+    for info in pkgutil.iter_modules(adapters.__path__):
+        if info.ispkg and importlib.util.find_spec(f"adapters.{info.name}.plugin") is not None:
+            found.append(info.name)
+    return sorted(found)
+
+
+def load(name: str) -> AdapterPlugin:
+    """The plug-in of adapter `name`, or ConfigurationError naming the ones there are."""
+    if _NAME.fullmatch(name) is None or name not in available():
+        raise ConfigurationError(f"unknown adapter {name!r}; available: {', '.join(available())}")
+    plugin: AdapterPlugin = importlib.import_module(f"adapters.{name}.plugin").PLUGIN
+    return plugin
+
+
+def input_topic(name: str, topics: TopicSettings) -> str:
+    """The topic adapter `name` consumes: the lifecycle events, or its own commands topic."""
+    return topics.input if load(name).reads == LIFECYCLE.kind else commands_topic(name)
+
+
+def output_topic(name: str, topics: TopicSettings) -> str:
+    """Where adapter `name` answers: the sync results topic, or its own partner events topic."""
+    return topics.results if load(name).reads == LIFECYCLE.kind else partner_events_topic(name)
+
+
+def input_topics(names: Sequence[str], topics: TopicSettings) -> dict[str, str]:
+    """Adapter name → the topic it consumes."""
+    return {name: input_topic(name, topics) for name in names}
+
+
+def read_settings(cls: type[S], supplied: Any | None, *, adapter: str, env_prefix: str) -> S:
+    """An adapter's settings: the supplied object, or read from the environment; a missing or bad value is one
+    line naming the variables to set, never a traceback."""
+    if supplied is not None:
+        if not isinstance(supplied, cls):
+            raise ConfigurationError(f"{adapter} adapter: settings must be a {cls.__name__}")
+        return supplied
+    try:
+        return cls()
+    except ValidationError as exc:
+        names = ", ".join(f"{env_prefix}{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
+        raise ConfigurationError(f"{adapter} adapter is not configured: set {names}") from None
