@@ -12,6 +12,9 @@ from pydantic import TypeAdapter
 
 from contracts import topics
 from contracts.events import DOSSIER_EVENT_ADAPTER, EVENT_TYPES
+from contracts.postal import COMMAND_TYPES as POSTAL_COMMAND_TYPES
+from contracts.postal import EVENT_TYPES as POSTAL_EVENT_TYPES
+from contracts.postal import POSTAL_COMMAND_ADAPTER, PostalTopicMessage
 from contracts.results import (
     RESULT_MESSAGE_ADAPTER,
     RESULT_TYPES,
@@ -61,6 +64,35 @@ INPUT_INVALID_DESCRIPTION = (
 )
 
 
+POSTAL_COMMANDS_DESCRIPTION = (
+    "A command of the one-stop system to the postal service (topic " + topics.commands_topic("postal") + ", keyed "
+    "by dossier code), one of the command types below, told apart by the required event_type (contract 1.2). "
+    "Personal data (names, addresses, phones) travels only on the postal topics. Each command is answered by one "
+    "gateway.command_result on " + topics.partner_events_topic("postal") + "; a record that is not a postal "
+    "command is answered by gateway.input_invalid there and dead-lettered. docs/partners.md (Postal) explains them."
+)
+POSTAL_EVENTS_DESCRIPTION = (
+    "Every message the gateway publishes on " + topics.partner_events_topic("postal") + " (contract 1.2), told "
+    "apart by the required event_type: a postal event (what the postal service reported, from a command's answer "
+    "or from its tracking feed; its event_id is derived from the facts, so a repeat is de-duplicated on it), "
+    "gateway.command_result (the answer to one postal command) or gateway.input_invalid (the answer to a record "
+    "on the commands topic that is not a postal command). Readers skip event types they do not know."
+)
+
+
+def _union(
+    adapter: TypeAdapter[Any], name: str, title: str, types: tuple[str, ...], description: str
+) -> dict[str, Any]:
+    """The JSON Schema of a discriminated union of messages, told apart by their required event_type."""
+    union = adapter.json_schema(mode="validation")
+    union.pop("discriminator", None)  # OpenAPI's keyword, not JSON Schema; each branch's const says the same
+    return _with_header(
+        {"title": title, "type": "object", "required": ["event_type"],
+         "properties": {"event_type": {"enum": list(types)}}, **union},
+        name, description,
+    )
+
+
 def _with_header(schema: dict[str, Any], name: str, description: str | None = None) -> dict[str, Any]:
     schema["$id"] = name
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -103,7 +135,16 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "sync-result.v1.1.json",
         RESULTS_DESCRIPTION,
     )
+    postal_events = _union(
+        TypeAdapter(PostalTopicMessage), "postal-event.v1.json", "PostalTopicMessage",
+        (*POSTAL_EVENT_TYPES, "gateway.command_result", "gateway.input_invalid"), POSTAL_EVENTS_DESCRIPTION,
+    )
     return {
+        "postal-command.v1.json": _union(
+            POSTAL_COMMAND_ADAPTER, "postal-command.v1.json", "PostalCommand", POSTAL_COMMAND_TYPES,
+            POSTAL_COMMANDS_DESCRIPTION,
+        ),
+        "postal-event.v1.json": postal_events,
         "dossier-event.v1.json": event,
         "sync-result.v1.json": result,
         "sync-result.v1.1.json": union,
@@ -111,9 +152,11 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     }
 
 
-def examples() -> dict[str, dict[str, Any]]:
-    """Event type → the valid example message in contracts/examples/<event type>.json (hand-written)."""
-    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(EXAMPLE_DIR.glob("*.json"))}
+def examples(partner: str | None = None) -> dict[str, dict[str, Any]]:
+    """Event type → the valid example message in contracts/examples/<event type>.json (hand-written), or with a
+    partner, its commands in contracts/examples/<partner>/."""
+    folder = EXAMPLE_DIR / partner if partner else EXAMPLE_DIR
+    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))}
 
 
 def input_invalid_example() -> dict[str, Any]:
@@ -147,17 +190,26 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.1.0",
+            "version": "1.2.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
             "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
             "every input record that is not a dossier event is answered on the results topic too "
-            "(schemas/sync-result.v1.1.json is the schema of every message there).",
+            "(schemas/sync-result.v1.1.json is the schema of every message there). 1.2 adds commands to one "
+            "partner and what that partner reports back, on topics of that partner only (the postal service first).",
         },
         "defaultContentType": "application/json",
         "channels": {
             "dossierEvents": {
                 "address": topics.DOSSIER_EVENTS,
                 "messages": {"dossierEvent": {"$ref": "#/components/messages/DossierEvent"}},
+            },
+            "postalCommands": {
+                "address": topics.commands_topic("postal"),
+                "messages": {"postalCommand": {"$ref": "#/components/messages/PostalCommand"}},
+            },
+            "postalEvents": {
+                "address": topics.partner_events_topic("postal"),
+                "messages": {"postalMessage": {"$ref": "#/components/messages/PostalMessage"}},
             },
             "syncResults": {
                 "address": topics.SYNC_RESULTS,
@@ -168,6 +220,18 @@ def asyncapi() -> dict[str, Any]:
             },
         },
         "operations": {
+            "consumePostalCommands": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/postalCommands"},
+                "summary": "The gateway consumes the one-stop system's postal commands (pickups, result deliveries, "
+                "cancellations).",
+            },
+            "publishPostalEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/postalEvents"},
+                "summary": "The gateway answers each postal command and reports what the postal service says about "
+                "each order (from its answers and its tracking feed).",
+            },
             "consumeDossierEvents": {
                 "action": "receive",
                 "channel": {"$ref": "#/channels/dossierEvents"},
@@ -182,6 +246,21 @@ def asyncapi() -> dict[str, Any]:
         },
         "components": {
             "messages": {
+                "PostalCommand": {
+                    "name": "PostalCommand",
+                    "bindings": {"kafka": {"key": key}},
+                    "payload": {"$ref": "./schemas/postal-command.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/postal/{name}.json", "payload": payload}
+                        for name, payload in examples("postal").items()
+                    ],
+                },
+                "PostalMessage": {
+                    "name": "PostalMessage",
+                    "summary": "A postal event, the answer to a postal command, or the answer to an unreadable one.",
+                    "bindings": {"kafka": {"key": invalid_key}},
+                    "payload": {"$ref": "./schemas/postal-event.v1.json"},
+                },
                 "DossierEvent": {
                     "name": "DossierEvent",
                     "bindings": {"kafka": {"key": key}},

@@ -25,6 +25,7 @@ POINTS: tuple[str, ...] = (
     # what a fault there leaves behind differs (a copy written on the first failure, or on a later one).
     "partner.call",  # before the partner is called
     "partner.answered",  # the partner applied it; nothing of ours is written yet
+    "partner_events.publish",  # each partner event the answer produced (a command's), before the settle
     "settle",  # a synced event: state advance + processed mark + ledger lines, one transaction
     "ledger.append.tier",  # the ledger line of a copy handed to a tier
     "ledger.append.failed",  # the ledger line of a rejected or dead-lettered event
