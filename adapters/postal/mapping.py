@@ -111,7 +111,7 @@ def event_bytes(
     parts = (number, event_type) if event_type in ONCE_PER_ORDER else (number, event_type, *identity)
     event = PostalEvent(
         event_id=partner_event_id(PARTNER, *parts),
-        event_type=event_type,  # type: ignore[arg-type]  # checked against the contract's Literal on validation
+        event_type=event_type,  # checked against the contract's Literal on validation
         occurred_at=occurred_at,
         dossier_code=ref.dossier_code,
         correlation_id=correlation_id,
