@@ -204,9 +204,9 @@ async def start_gateway(
             extra=security_options(settings.kafka),
         )
         for name in settings.adapters:
-            parts = plugins[name].build(
-                BuildContext(metrics, settings.concurrency.max_in_flight, (adapter_settings or {}).get(name))
-            )
+            supplied = (adapter_settings or {}).get(name)
+            in_flight = settings.concurrency.max_in_flight
+            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied))
             adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
                 name,

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 import adapters
-from contracts.topics import commands_topic, partner_events_topic
 from gateway.adapter import Adapter
 from gateway.delivery.flows import LIFECYCLE, Flow
 from gateway.metrics import GatewayMetrics
@@ -46,6 +45,8 @@ class BuildContext:
     """What an adapter may use to build itself."""
 
     metrics: GatewayMetrics
+    events_topic: str
+    """Where the adapter's partner events and answers go (gateway.plugins.output_topic)."""
     in_flight: int
     """Messages that may be in flight for the adapter at once (size the connection pool to it)."""
     settings: Any | None = None
@@ -105,12 +106,12 @@ def load(name: str) -> AdapterPlugin:
 
 def input_topic(name: str, topics: TopicSettings) -> str:
     """The topic adapter `name` consumes: the lifecycle events, or its own commands topic."""
-    return topics.input if load(name).reads == LIFECYCLE.kind else commands_topic(name)
+    return topics.input if load(name).reads == LIFECYCLE.kind else topics.commands.format(partner=name)
 
 
 def output_topic(name: str, topics: TopicSettings) -> str:
     """Where adapter `name` answers: the sync results topic, or its own partner events topic."""
-    return topics.results if load(name).reads == LIFECYCLE.kind else partner_events_topic(name)
+    return topics.results if load(name).reads == LIFECYCLE.kind else topics.partner_events.format(partner=name)
 
 
 def input_topics(names: Sequence[str], topics: TopicSettings) -> dict[str, str]:

@@ -50,7 +50,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS
+from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, commands_topic, partner_events_topic
 from gateway.retry_topics import validate_ladder
 
 CONFIG_FILE_ENV = "GATEWAY_CONFIG"
@@ -196,6 +196,22 @@ class TopicSettings(_Section):
 
     input: str = Field(default=DOSSIER_EVENTS, min_length=1)
     results: str = Field(default=SYNC_RESULTS, min_length=1)
+    commands: str = Field(
+        default=commands_topic("{partner}"), description="each partner's commands topic; {partner} is its name"
+    )
+    partner_events: str = Field(
+        default=partner_events_topic("{partner}"),
+        description="each partner's events topic (its events and the answers to its commands); {partner} is its name",
+    )
+
+    @field_validator("commands", "partner_events")
+    @classmethod
+    def _per_partner(cls, value: str) -> str:
+        if value.count("{partner}") != 1 or value.replace("{partner}", "x").count("{") or "}" in value.replace(
+            "{partner}", ""
+        ):
+            raise ValueError("must contain {partner} once (where the partner's name goes) and no other braces")
+        return value
 
 
 class ConcurrencySettings(_Section):
