@@ -530,3 +530,13 @@ async def test_use_before_start_is_a_programming_error() -> None:
     postal = PostalClient(_settings("http://127.0.0.1:9"))
     with pytest.raises(RuntimeError, match="start"):
         await postal.tracking_page(None, 1)
+
+
+async def test_a_page_is_put_in_id_order_and_never_repeats_a_record(sim: PostalSimulator, client: PostalClient) -> None:
+    def record(record_id: int) -> dict[str, Any]:
+        return {"Id": record_id, "OrderNumber": "X-1", "EventTime": "2025-07-01T08:00:00+07:00", "StatusCode": "2"}
+
+    # A feed that answers out of order, repeats a record and repeats one the caller already had.
+    sim.records.extend(record(i) for i in (1, 2, 3, 4, 5, 9, 7, 8, 7, 5))
+    page = await client.tracking_page(5, 10)
+    assert [r.id for r in page.records] == [7, 8, 9] and page.last_id == 9
