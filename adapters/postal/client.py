@@ -183,8 +183,10 @@ def _consume_exception(task: asyncio.Task[_Token]) -> None:
 class PostalClient:
     """One postal account shared by every caller: a cached OAuth2 token and one pooled HTTP client.
 
-    Raises only gateway.errors classes (plus RuntimeError when used before start()). It never retries except
-    the single immediate retry after a 401 with a freshly obtained token.
+    Raises only gateway.errors classes (plus RuntimeError when used before start() and ValueError for a page
+    size below 1). It never retries except the single immediate retry after a 401 with a freshly obtained
+    token. The token endpoint's own failures are classified like any call's: a 400/401 there is
+    PartnerRejected ("credentials refused"), a garbled answer PartnerProtocolError.
     """
 
     def __init__(self, settings: PostalSettings) -> None:
