@@ -185,8 +185,10 @@ class PostalClient:
 
     Raises only gateway.errors classes (plus RuntimeError when used before start() and ValueError for a page
     size below 1). It never retries except the single immediate retry after a 401 with a freshly obtained
-    token. The token endpoint's own failures are classified like any call's: a 400/401 there is
-    PartnerRejected ("credentials refused"), a garbled answer PartnerProtocolError.
+    token. A 400/401 from the token endpoint is PartnerUnavailable ("credentials refused"), as the portal's
+    login failures are: wrong or expired credentials are an operator's fix that every call waits for (the
+    circuit opens and consumption pauses), not a reason to dead-letter each command. A garbled token answer
+    is PartnerProtocolError.
     """
 
     def __init__(self, settings: PostalSettings) -> None:
@@ -414,7 +416,7 @@ class PostalClient:
             if reply.status in (400, 401):
                 code, _ = _partner_code_and_message(self._loose_json(reply.raw))
                 described = f", {code}" if code else ""
-                raise PartnerRejected(
+                raise PartnerUnavailable(
                     f"{op}: credentials refused (HTTP {reply.status}{described})",
                     partner_code=code or str(reply.status),
                 )

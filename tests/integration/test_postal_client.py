@@ -309,7 +309,7 @@ async def test_token_refresh_margin_is_honoured(sim: PostalSimulator) -> None:
 
 async def test_credentials_refused(sim: PostalSimulator) -> None:
     async with PostalClient(_settings(sim.base_url, client_secret="wrong-secret-value")) as postal:
-        with pytest.raises(PartnerRejected, match=r"token: credentials refused \(HTTP 401") as caught:
+        with pytest.raises(PartnerUnavailable, match=r"token: credentials refused \(HTTP 401") as caught:
             await postal.create_order(_order())
     assert caught.value.partner_code == "invalid_client"
     assert "wrong-secret-value" not in caught.value.reason
