@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import structlog
@@ -53,7 +54,7 @@ class LeaseKeeper:
 
     def epoch(self) -> int | None:
         """The epoch this process holds the feed under, None if it does not (or its lease may have lapsed)."""
-        if self._epoch is not None and asyncio.get_running_loop().time() >= self._valid_until:
+        if self._epoch is not None and time.monotonic() >= self._valid_until:
             log.warning("feed_lease_lapsed", feed=self.feed, epoch=self._epoch)
             self._drop()
         return self._epoch
@@ -73,9 +74,8 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         """Renew or take the lease until cancelled; a failing store is logged and retried, never fatal."""
-        loop = asyncio.get_running_loop()
         while True:
-            sent = loop.time()
+            sent = time.monotonic()
             try:
                 faults.hit("feed.lease")
                 lease = await self._store.acquire(self.feed, self.holder, self._lease_s)
