@@ -52,6 +52,11 @@ POINTS: tuple[str, ...] = (
     "dead_letter.publish.failed",
     "dead_letter.publish.poison",
     "offset.commit",  # the consumer commits offsets
+    # A pulled feed's poll (gateway.feeds.poller), not a message's: lease, then page, then cursor.
+    "feed.lease",  # acquire or renew the feed's lease
+    "feed.fetch",  # before the partner's page is fetched
+    "feed.publish",  # before the page's records are published
+    "feed.cursor.advance",  # the page is on the topic; before the cursor moves past it
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

@@ -38,6 +38,10 @@ PROCESSED_OUTCOMES = (
 CIRCUIT_STATES = ("closed", "half_open", "open")
 # gateway_retries_total{tier} besides the ladder's labels.
 IN_PROCESS_TIER = "inprocess"
+# gateway_feed_polls_total{outcome}: a page published and the cursor moved (ok), nothing new or nothing to
+# publish (empty), a poll that failed (failed), a poll skipped or fenced out because another process holds
+# the feed (not_leader).
+FEED_POLL_OUTCOMES = ("ok", "empty", "failed", "not_leader")
 
 
 def failure_classes() -> tuple[str, ...]:
@@ -114,6 +118,23 @@ class GatewayMetrics:
         self.parked = Gauge(
             "gateway_parked_messages", "Messages waiting in retry topics (sampled)", ["adapter"], registry=r
         )
+        # Pulled feeds (gateway.feeds), labelled by feed name: a fixed, configured set, never partner data.
+        self.feed_polls = Counter(
+            "gateway_feed_polls_total", "Polls of a pulled feed, by outcome (ok, empty, failed, not_leader)",
+            ["feed", "outcome"], registry=r,
+        )
+        self.feed_records = Counter(
+            "gateway_feed_records_total", "Feed records published and covered by an advanced cursor", ["feed"],
+            registry=r,
+        )
+        self.feed_cursor_advanced = Gauge(
+            "gateway_feed_cursor_advanced_timestamp_seconds",
+            "When the feed's cursor last moved (Unix time, from the store; 0 before the first advance)", ["feed"],
+            registry=r,
+        )
+        self.feed_leader = Gauge(
+            "gateway_feed_leader", "1 while this process holds the feed's lease (polls it)", ["feed"], registry=r
+        )
         self.broker_connected = Gauge(
             "gateway_broker_connected", "1 when the broker answered the last check (sampled every 5 s)", registry=r
         )
@@ -123,13 +144,16 @@ class GatewayMetrics:
             PlatformCollector(registry=r)
             GCCollector(registry=r)
 
-    def prime(self, adapters: Iterable[str], tiers: Iterable[str]) -> None:
+    def prime(self, adapters: Iterable[str], tiers: Iterable[str], feeds: Iterable[str] = ()) -> None:
         """Create every labelled series of the known label values at 0; values already counted are kept.
 
         `adapters` are the configured adapters (a partner's label is its adapter's name), `tiers` the retry
-        ladder's labels (`gateway.retry_topics.delay_label`). Partner calls are primed for every operation
-        already observed (`ObservedClient` creates its operations' `ok` series when it wraps a client).
+        ladder's labels (`gateway.retry_topics.delay_label`), `feeds` the pulled feeds' names (`prime_feed`;
+        a FeedPoller primes its own at start). Partner calls are primed for every operation already observed
+        (`ObservedClient` creates its operations' `ok` series when it wraps a client).
         """
+        for feed in feeds:
+            self.prime_feed(feed)
         adapters, tiers = list(adapters), [IN_PROCESS_TIER, *tiers]
         classes = failure_classes()
         for adapter in adapters:
@@ -160,6 +184,14 @@ class GatewayMetrics:
             self.partner_latency.labels(partner, operation)
             for outcome in ("ok", *classes):
                 self.partner_calls.labels(partner, operation, outcome)
+
+    def prime_feed(self, feed: str) -> None:
+        """Create one pulled feed's series at 0 (values already set are kept)."""
+        for outcome in FEED_POLL_OUTCOMES:
+            self.feed_polls.labels(feed, outcome)
+        self.feed_records.labels(feed)
+        self.feed_cursor_advanced.labels(feed)
+        self.feed_leader.labels(feed)
 
     def series(self, sample_name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """Every sample with this name: its labels (sorted pairs) -> value."""

@@ -12,7 +12,7 @@ Which `GATEWAY_*` variables are the gateway's, and so an error when unknown (`ga
 - every name holding the nested delimiter `__` (`GATEWAY_KAFKA__BOOTSTRAP_SERVERS`, and the typo
   `GATEWAY_CONCURENCY__MAX_IN_FLIGHT`);
 - `GATEWAY_<SECTION>_<...>` with a single `_` after a section name (`kafka`, `topics`, `concurrency`,
-  `retry`, `circuit`, `http`): the `__` was meant (`GATEWAY_KAFKA_BOOTSTRAP_SERVERS`).
+  `retry`, `circuit`, `http`, `feeds`): the `__` was meant (`GATEWAY_KAFKA_BOOTSTRAP_SERVERS`).
 
 Anything else under `GATEWAY_` is not read here and not checked: the adapters' own settings
 (`GATEWAY_PORTAL_*`, read by `adapters/national_portal/settings.py`; an adapter's prefix must not start
@@ -257,6 +257,39 @@ class HttpSettings(_Section):
     port: int = Field(default=9400, ge=0, le=65535, description="0: any free port")
 
 
+class FeedSettings(_Section):
+    """Pulled feeds (gateway.feeds): how often each feed is polled, how big a page is, who may poll it.
+
+    The lease is renewed every lease_s / 3 by a task of its own, so it does not depend on interval_s or on how
+    long a page takes: a poll every minute with a 15 s lease is fine. lease_s bounds the failover instead: a
+    process that dies (or is cut off from the database) is replaced within about lease_s * 4 / 3.
+    """
+
+    interval_s: float = Field(
+        default=5.0, gt=0, description="pause after a page that was not full, before the feed is polled again"
+    )
+    page_size: int = Field(default=100, ge=1, le=1000, description="records asked for per page")
+    lease_s: float = Field(
+        default=15.0,
+        ge=1.0,
+        description="how long a poller's claim on a feed lasts unless renewed (every lease_s / 3); another "
+        "process takes the feed over this long after the holder died, at once after a clean stop",
+    )
+    backoff_initial_s: float = Field(
+        default=1.0, gt=0, description="first wait after a failed poll; doubles per failure (jittered) ..."
+    )
+    backoff_max_s: float = Field(default=60.0, gt=0, description="... up to this")
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> FeedSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"feeds.backoff_max_s ({self.backoff_max_s}) must be at least "
+                f"feeds.backoff_initial_s ({self.backoff_initial_s})"
+            )
+        return self
+
+
 class GatewaySettings(BaseSettings):
     """Everything the composition root needs; nested keys use `__` in env (GATEWAY_KAFKA__BOOTSTRAP_SERVERS)."""
 
@@ -271,6 +304,7 @@ class GatewaySettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     circuit: CircuitSettings = CircuitSettings()
     http: HttpSettings = HttpSettings()
+    feeds: FeedSettings = FeedSettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 
     @field_validator("adapters")
@@ -627,6 +661,7 @@ __all__ = [
     "CircuitSettings",
     "ConcurrencySettings",
     "ConfigFile",
+    "FeedSettings",
     "GatewaySettings",
     "HttpSettings",
     "InvalidSettingValues",

@@ -1,7 +1,8 @@
-"""Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events."""
+"""Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events, feeds."""
 
 from gateway.store.database import create_engine, migrate, normalise_url
 from gateway.store.dlq_actions import DlqAction, DlqActions
+from gateway.store.feeds import CursorAdvance, FeedCursor, FeedStore, Lease
 from gateway.store.ladder import LadderChanged, LadderReconciled, reconcile_ladder, stored_ladder
 from gateway.store.ledger import (
     GENESIS_HASH,
@@ -24,13 +25,17 @@ __all__ = [
     "GENESIS_HASH",
     "Advance",
     "ChainHead",
+    "CursorAdvance",
     "DlqAction",
     "DlqActions",
     "ExchangeEntry",
+    "FeedCursor",
+    "FeedStore",
     "GroupCommitter",
     "Known",
     "LadderChanged",
     "LadderReconciled",
+    "Lease",
     "Ledger",
     "LedgerRecord",
     "Outcome",

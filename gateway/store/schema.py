@@ -46,6 +46,8 @@ PARTNER_REFERENCE_LEN = 200
 OUTCOME_LEN = 32
 DETAIL_LEN = 500
 PARTNER_ANSWER_LEN = 500
+FEED_NAME_LEN = 128
+LEASE_HOLDER_LEN = 200
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -123,4 +125,27 @@ processed_events = Table(
     Column("event_id", String(EVENT_ID_LEN), primary_key=True),
     Column("processed_at", UTCDateTime, nullable=False),
     Column("outcome", String(OUTCOME_LEN), nullable=False),
+)
+
+# Pulled feeds (gateway.feeds): where each feed was read up to. Only the holder of the feed's lease moves it,
+# with a compare-and-set on the cursor it started from (gateway.store.feeds).
+feed_cursors = Table(
+    "feed_cursors",
+    metadata,
+    Column("feed", String(FEED_NAME_LEN), primary_key=True),
+    Column("cursor", Text, nullable=True),  # opaque to the gateway: the partner's own position
+    Column("advanced_at", UTCDateTime, nullable=False),
+)
+
+# Who may poll each feed, until when. The epoch grows every time the lease changes hands (or lapses and is
+# taken again), never otherwise, so it fences a poller that was paused past its lease out of the cursor. Rows
+# are never deleted: a released lease expires at once, and its epoch carries on.
+feed_leases = Table(
+    "feed_leases",
+    metadata,
+    Column("feed", String(FEED_NAME_LEN), primary_key=True),
+    Column("holder", String(LEASE_HOLDER_LEN), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
 )

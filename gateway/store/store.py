@@ -1,4 +1,4 @@
-"""Convenience bundle: one engine and the three stores built on it, opened and migrated together."""
+"""Convenience bundle: one engine and the stores built on it, opened and migrated together."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import create_engine, migrate
+from gateway.store.feeds import FeedStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
@@ -24,6 +25,7 @@ class Store:
     processed: ProcessedEvents
     committer: GroupCommitter
     parking: ParkingLot
+    feeds: FeedStore
 
     async def close(self) -> None:
         await self.committer.close()
@@ -42,4 +44,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         processed=ProcessedEvents(engine),
         committer=GroupCommitter(engine),
         parking=ParkingLot(engine),
+        feeds=FeedStore(engine),
     )

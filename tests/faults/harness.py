@@ -59,6 +59,11 @@ NOT_IN_SCENARIO: dict[str, str] = {
     "parking.release.poison": "tests/integration/test_poison.py",
     "parking.release.answered": "tests/integration/test_delivery_regressions.py (equal version behind its twin)",
     "partner_events.publish": "tests/integration/test_postal_commands.py (the portal publishes no partner events)",
+    # A pulled feed's poll, not a message's: the portal scenario never polls a feed.
+    "feed.lease": "tests/integration/test_feed_poller.py",
+    "feed.fetch": "tests/integration/test_feed_poller.py",
+    "feed.publish": "tests/integration/test_feed_poller.py",
+    "feed.cursor.advance": "tests/integration/test_feed_poller.py",
 }
 MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 MATRIX_POINTS: tuple[str, ...] = tuple(p for p in faults.POINTS if p not in NOT_IN_SCENARIO)
