@@ -15,6 +15,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
 from gateway.circuit import CircuitBreaker, CircuitState
+from gateway.feeds.poller import FeedPoller, default_holder
 from gateway.http_server import OperatorServer
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
@@ -44,6 +45,7 @@ class AdapterRuntime:
     consumer: KeyOrderedConsumer
     retry_consumers: list[KeyOrderedConsumer]
     breaker: CircuitBreaker
+    pollers: list[FeedPoller] = field(default_factory=list)
 
     @property
     def consumers(self) -> list[KeyOrderedConsumer]:
@@ -96,12 +98,15 @@ class Gateway:
         # gateway_broker_connected is _sample's (every 5 s, probe or not); this answer is the probe's own.
         checks = {"broker": bool(broker_ok)}
         checks.update({f"consumer:{c.group_id}": c.running for rt in self.runtimes for c in rt.consumers})
+        # A poller is healthy while it polls or waits its turn (another process holds the feed).
+        checks.update({f"feed:{p.name}": p.healthy for rt in self.runtimes for p in rt.pollers})
         return checks
 
     async def stop(self) -> None:
         """Drain consumers, then close clients, the broker, the database and the endpoint."""
         if self._sampler is not None:
             self._sampler.cancel()
+        await asyncio.gather(*(p.stop() for rt in self.runtimes for p in rt.pollers), return_exceptions=True)
         await asyncio.gather(*(c.stop() for rt in self.runtimes for c in rt.consumers), return_exceptions=True)
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
@@ -203,6 +208,7 @@ async def start_gateway(
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
             extra=security_options(settings.kafka),
         )
+        holder = default_holder()  # this process, as the holder of the feeds' leases
         for name in settings.adapters:
             supplied = (adapter_settings or {}).get(name)
             in_flight = settings.concurrency.max_in_flight
@@ -255,13 +261,21 @@ async def start_gateway(
                 )
                 for tier in ladders[name]
             ]
-            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker)
+            pollers = [
+                FeedPoller(
+                    source, feeds_store=store.feeds, publisher=publisher, breaker=breaker, settings=settings.feeds,
+                    metrics=metrics, holder=holder,
+                )
+                for source in parts.feeds
+            ]
+            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker, pollers)
             breaker.subscribe(_pause_on_open(runtime, metrics))
             gw.runtimes.append(runtime)
         # Every series a rule or dashboard reads exists at 0 before the first message: a counter born at 1
         # never shows an increase, so the first dead letter of a class would alert nobody.
         metrics.prime(settings.adapters, sorted({t.label for tiers in ladders.values() for t in tiers}))
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
+        await asyncio.gather(*(p.start() for rt in gw.runtimes for p in rt.pollers))
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()

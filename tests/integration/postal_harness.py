@@ -1,0 +1,152 @@
+"""A postal gateway for tests: the postal simulator, private topics, and commands built from the published examples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from adapters.postal.settings import PostalSettings
+from adapters.postal.simulator import PostalSimulator
+from contracts.export import examples
+from gateway.bootstrap import Gateway, start_gateway
+from gateway.settings import (
+    CircuitSettings,
+    FeedSettings,
+    GatewaySettings,
+    KafkaSettings,
+    RetrySettings,
+    TopicSettings,
+)
+
+KEY, SECRET, CUSTOMER = "gateway", "secret", "C0001"
+
+
+@dataclass
+class PostalRun:
+    """A started postal gateway: its simulator, topics and settings."""
+
+    bootstrap: str
+    sim: PostalSimulator
+    gw: Gateway | None
+    commands: str
+    events: str
+    settings: GatewaySettings
+
+    @property
+    def dlt(self) -> str:
+        return f"{self.commands}.postal-dlt"
+
+
+def dossier(n: int, day: str = "191215") -> str:
+    """A valid dossier code, different for each n."""
+    return f"000.00.01.H34-{day}-{n:04d}"
+
+
+def command(kind: str, code: str, *, sequence: int = 1, event_id: uuid.UUID | None = None, **fields: Any) -> bytes:
+    """A postal command of `kind` (arrange_pickup, deliver_result, cancel_order) for dossier `code`."""
+    doc = examples("postal")[f"postal.{kind}"]
+    doc.update(event_id=str(event_id or uuid.uuid4()), dossier_code=code, sequence=sequence, **fields)
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def postal_settings(base_url: str) -> PostalSettings:
+    return PostalSettings(base_url=base_url, client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER)
+
+
+def gateway_settings(
+    bootstrap: str, tmp_path: Path, suffix: str, *, database_url: str | None = None, interval_s: float = 0.2
+) -> GatewaySettings:
+    """Settings of a postal-only gateway on topics private to one test (`suffix`)."""
+    return GatewaySettings(
+        adapters=["postal"],
+        database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / f'postal-{suffix}.db'}",
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"postal-{suffix}"),
+        topics=TopicSettings(
+            input=f"unused.{suffix}", results=f"unused-results.{suffix}",
+            commands=f"onestop.commands.{{partner}}.{suffix}",
+            partner_events=f"gateway.partner-events.{{partner}}.{suffix}",
+        ),
+        retry=RetrySettings(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6]),
+        circuit=CircuitSettings(failure_threshold=1_000_000),
+        feeds=FeedSettings(interval_s=interval_s, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5),
+    )
+
+
+@asynccontextmanager
+async def postal_gateway(
+    bootstrap: str, tmp_path: Path, *, start: bool = True, **knobs: Any
+) -> AsyncIterator[PostalRun]:
+    """The postal simulator and (unless start=False) an in-process gateway running the postal adapter."""
+    sim = PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs)
+    base_url = await sim.start()
+    suffix = uuid.uuid4().hex[:8]
+    settings = gateway_settings(bootstrap, tmp_path, suffix)
+    run = PostalRun(
+        bootstrap, sim, None, f"onestop.commands.postal.{suffix}", f"gateway.partner-events.postal.{suffix}", settings
+    )
+    try:
+        if start:
+            supplied = {"postal": postal_settings(base_url)}
+            run.gw = await start_gateway(settings, serve_http=False, adapter_settings=supplied)
+        yield run
+    finally:
+        if run.gw is not None:
+            await run.gw.stop()
+        await sim.stop()
+
+
+def decoded(records: Iterable[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+def by_id(messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Messages de-duplicated on event_id, as a reader does."""
+    return {m["event_id"]: m for m in messages}
+
+
+async def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 60.0
+) -> list[dict[str, Any]]:
+    """Read a topic from its beginning, decoded, until `done(messages)` holds; the caller asserts it does."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        parts: list[TopicPartition] = []
+        while not parts and loop.time() < deadline:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                await asyncio.sleep(0.2)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        while not done(out) and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                out.extend(json.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def answers(messages: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Command id → outcome of its command_result."""
+    return {m["source_event_id"]: m["outcome"] for m in messages if m["event_type"] == "gateway.command_result"}
+
+
+def facts(messages: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Order number → the event types reported for it, de-duplicated on event_id, in topic order."""
+    out: dict[str, list[str]] = {}
+    for m in by_id(m for m in messages if m["event_type"].startswith("postal.")).values():
+        out.setdefault(m["order_number"], []).append(m["event_type"])
+    return out
