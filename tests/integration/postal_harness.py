@@ -116,7 +116,9 @@ async def read_until(
     bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 60.0
 ) -> list[dict[str, Any]]:
     """Read a topic from its beginning, decoded, until `done(messages)` holds; the caller asserts it does."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # A short metadata age: the topic may not exist yet, and aiokafka's partition lookup reads a cache that
+    # otherwise refreshes every five minutes.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, metadata_max_age_ms=300)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
