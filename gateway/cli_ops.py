@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import dlq
 from gateway.logging import configure_logging
+from gateway.plugins import input_topic, output_topic
 from gateway.settings import GatewaySettings, load_settings
 from gateway.store.database import create_engine, migrate, normalise_url
 from gateway.store.dlq_actions import DlqActions
@@ -334,9 +335,13 @@ def trace(
 
     async def go() -> Any:
         async with _engine(settings.database_url, migrated=False) as engine:
+            inputs = {name: input_topic(name, settings.topics) for name in settings.adapters}
+            lifecycle = [name for name in settings.adapters if inputs[name] == settings.topics.input]
+            own = [(name, inputs[name], output_topic(name, settings.topics))
+                   for name in settings.adapters if name not in lifecycle]
             return await trace_dossier(
                 options, engine, dossier, input_topic=topic or settings.topics.input,
-                results_topic=settings.topics.results, adapters=settings.adapters, max_records=max_records,
+                results_topic=settings.topics.results, adapters=lifecycle, max_records=max_records, own_topics=own,
             )
 
     timeline = _run(go())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from gateway.store.ledger import Ledger, LedgerRecord
 from gateway.topic_scan import TopicScan
 
 # Same-millisecond ties: the order things happen in a pipeline run.
-_RANK = {"input": 0, "ledger": 1, "result": 2, "dead-letter": 3, "dlq-action": 4}
+_RANK = {"input": 0, "ledger": 1, "partner-event": 2, "result": 2, "dead-letter": 3, "dlq-action": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,18 @@ def input_step(record: InboundRecord) -> Step:
 
 
 def result_step(record: InboundRecord) -> Step:
-    """A sync result: outcome and attempts for one partner."""
+    """A sync or command result: outcome and attempts for one partner; or a partner event: its type and id only
+    (a partner's event may carry what it knows of the applicant)."""
     doc = _json(record.value)
+    event_type = str(doc.get("event_type", ""))
+    if event_type and not event_type.startswith("gateway."):
+        return Step(_at(record), "partner-event", f"{record.partition}@{record.offset}",
+                    partner=str(doc.get("partner", "")), what=event_type, detail=f"event {doc.get('event_id', '?')}",
+                    topic=record.topic)
     attempts = doc.get("attempts")
-    detail = f"version {doc.get('dossier_version', '?')}"
+    detail = f"version {doc['dossier_version']}" if "dossier_version" in doc else f"event {doc.get('source_event_id')}"
+    if doc.get("partner_reference"):
+        detail += f"; partner reference {doc['partner_reference']}"
     if doc.get("partner_status") is not None:
         detail += f"; partner status {doc['partner_status']}"
     if doc.get("reason"):
@@ -134,14 +143,19 @@ async def _has_actions_table(engine: AsyncEngine) -> bool:
 
 async def trace_dossier(
     options: dict[str, Any], engine: AsyncEngine, dossier: str, *, input_topic: str, results_topic: str,
-    adapters: list[str], max_records: int | None,
+    adapters: list[str], max_records: int | None, own_topics: Sequence[tuple[str, str, str]] = (),
 ) -> Trace:
-    """Read every source for `dossier` (topics are scanned in full, up to `max_records` each) and merge."""
+    """Read every source for `dossier` (topics are scanned in full, up to `max_records` each) and merge.
+
+    `adapters` read `input_topic` and answer on `results_topic`; `own_topics` lists the adapters that read
+    topics of their own (commands) as (adapter, input topic, output topic)."""
     out = Trace(dossier)
     key = dossier.encode()
     letters: list[DeadLetter] = []
     sources = [(input_topic, "input"), (results_topic, "result")]
     sources += [(t, "dlt") for t in dlt_topics(input_topic, adapters)]
+    for adapter, commands, events in own_topics:
+        sources += [(commands, "input"), (events, "result"), *((t, "dlt") for t in dlt_topics(commands, [adapter]))]
     for topic, kind in sources:
         scan = TopicScan(options, topic, max_records=max_records)
         async for record in scan.records():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from adapters.postal.mapping import order_number
 from contracts.postal import Purpose
 from gateway import faults
+from gateway.cli import app
 from tests.integration.portal_harness import produce, read_all
 from tests.integration.postal_harness import answers, command, dossier, facts, postal_gateway, read_until
 
@@ -78,7 +82,7 @@ async def test_an_unknown_status_code_is_published_not_dropped(kafka_bootstrap: 
         number = order_number(code, Purpose.DELIVERY, 1)
         run.sim.unknown_status_orders.add(number)
         await produce(kafka_bootstrap, run.commands, [(code.encode(), command("deliver_result", code))])
-        assert await read_until(kafka_bootstrap, run.events, lambda m: len(answers(m)) == 1)
+        assert len(answers(await read_until(kafka_bootstrap, run.events, lambda m: len(answers(m)) == 1))) == 1
         for _ in range(3):
             run.sim.advance()
         got = await read_until(
@@ -150,3 +154,34 @@ async def test_a_fault_between_steps_of_a_command_loses_nothing_and_doubles_noth
         assert list(answers(got).values()) == ["done"]
         assert facts(got)[number] == ["postal.order_created"]
         assert run.sim.effects == [(number, "create")]
+
+
+async def test_trace_shows_a_postal_dossier_from_command_to_tracking(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`gateway trace` reads the postal topics too: the command, the ledger line of the order, the answer and the
+    postal events — never the applicant's name or address."""
+    async with postal_gateway(kafka_bootstrap, tmp_path) as run:
+        code = dossier(81)
+        number = order_number(code, Purpose.PICKUP, 1)
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), command("arrange_pickup", code))])
+        assert len(answers(await read_until(kafka_bootstrap, run.events, lambda m: len(answers(m)) == 1))) == 1
+        run.sim.advance()
+        picked = await read_until(kafka_bootstrap, run.events, lambda m: "postal.picked_up" in facts(m).get(number, []))
+        assert "postal.picked_up" in facts(picked).get(number, [])
+        topics = run.settings.topics
+        env: dict[str, str | None] = {
+            "GATEWAY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "GATEWAY_DATABASE_URL": run.settings.database_url,
+            "GATEWAY_ADAPTERS": '["postal"]', "GATEWAY_TOPICS__COMMANDS": topics.commands,
+            "GATEWAY_TOPICS__PARTNER_EVENTS": topics.partner_events, "GATEWAY_CONFIG": None,
+        }
+        shown = await asyncio.to_thread(
+            CliRunner().invoke, app, ["trace", code, "--json"], env=env, catch_exceptions=False
+        )
+    assert shown.exit_code == 0, shown.output
+    steps = json.loads(shown.stdout)["steps"]
+    assert [s["what"] for s in steps if s["source"] == "input"] == ["postal.arrange_pickup"]
+    assert [(s["what"], s["outcome"]) for s in steps if s["source"] == "ledger"] == [("CreateOrder", "ok")]
+    assert [s["outcome"] for s in steps if s["source"] == "result"] == ["done"]
+    assert number in next(s["detail"] for s in steps if s["source"] == "result")
+    events = [s["what"] for s in steps if s["source"] == "partner-event"]
+    assert events[0] == "postal.order_created" and "postal.picked_up" in events
+    assert "Nguyễn" not in shown.stdout and "Lê Lợi" not in shown.stdout
