@@ -63,7 +63,7 @@ async def test_without_the_tracking_feed_the_demo_reports_final_states_lost(
         return None
 
     monkeypatch.setattr(FeedPoller, "start", not_started)
-    code, data, _ = await _demo(tmp_path, timeout_s=10)
+    code, data, _ = await _demo(tmp_path, timeout_s=15)  # time enough for every order to end at the simulator
     postal = data["postal"]
     assert code == 1
     assert postal["unanswered"] == 0  # commands are still answered...
