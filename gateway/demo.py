@@ -1,4 +1,12 @@
-"""`gateway demo`: embedded broker, portal simulator, gateway and generated load in one process, with a report."""
+"""`gateway demo`: embedded broker, portal and postal simulators, gateway and generated load in one process, with a
+report.
+
+The gateway runs both adapters (`national_portal` reads the lifecycle events, `postal` the postal commands and the
+tracking feed). The load generator's journeys go to the input topic; the postal commands they cause (dossiers
+received by post, results returned by post: gateway.loadgen.postal) go to the postal commands topic, each right
+after the event that caused it. The demo waits until every dossier is synced, every command answered and every
+postal order final (or a deadline), then judges both partners from outside (gateway.demo_postal for the post).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +30,23 @@ from rich.table import Table
 from adapters.national_portal import mapping
 from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
+from adapters.postal.simulator import PostalSimulator
 from contracts.events import ProcessingStepDone, Rated
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
+from gateway import demo_postal
 from gateway.bootstrap import Gateway, start_gateway
+from gateway.demo_postal import PostalReport, PostalWatcher
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
-from gateway.settings import GatewaySettings, HttpSettings, KafkaSettings
+from gateway.loadgen.postal import postal_commands
+from gateway.metrics import GatewayMetrics
+from gateway.plugins import input_topic, output_topic
+from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, KafkaSettings
+
+ADAPTERS = ["national_portal", "postal"]
+# Orders progress every demo_postal.TICK_S: poll the tracking feed about as often, so a final state reaches the
+# topic within a second, and come back fast after an injected error (production polls every 5 s).
+DEMO_FEEDS = FeedSettings(interval_s=0.5, backoff_initial_s=0.2, backoff_max_s=2.0)
 
 
 @dataclass
@@ -50,6 +69,8 @@ class DemoReport:
     events_per_s: float = 0.0
     converged: bool = False
     lost_examples: list[str] = field(default_factory=list)
+    postal: PostalReport = field(default_factory=PostalReport)
+    """The postal adapter's part: its own `lost`, `converged` (the figures above are the portal's)."""
 
 
 def expected_portal_view(journey: Journey) -> dict[str, Any]:
@@ -140,13 +161,23 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def _produce(bootstrap: str, items: list[tuple[bytes, bytes, str]], watcher: ResultWatcher, tick: Any) -> None:
+def _adapter_total(metrics: GatewayMetrics, sample_name: str, adapter: str) -> float:
+    """Sum of one adapter's samples with this name: the portal's figures stay the portal's beside the post's."""
+    return sum(
+        s.value for f in metrics.registry.collect() for s in f.samples
+        if s.name == sample_name and s.labels.get("adapter") == adapter
+    )
+
+
+async def _produce(
+    bootstrap: str, items: list[tuple[str, bytes, bytes, str]], watcher: ResultWatcher, tick: Any
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         pending: list[tuple[str, asyncio.Future[Any]]] = []
-        for k, v, event_id in items:
-            pending.append((event_id, await producer.send(DOSSIER_EVENTS, v, key=k)))
+        for topic, k, v, event_id in items:
+            pending.append((event_id, await producer.send(topic, v, key=k)))
             if len(pending) >= 500:
                 await _settle(pending, watcher, tick)
         await _settle(pending, watcher, tick)
@@ -173,25 +204,34 @@ async def run_demo(
     timeout_s: float | None = None,
     console: Console | None = None,
 ) -> int:
-    """Run the whole demo; return the process exit code (0 when every dossier converged, nothing lost)."""
+    """Run the whole demo; return the process exit code (0 when every dossier converged and every postal command
+    was answered and order settled, nothing lost, no second postal order)."""
     console = console or Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     broker = EmbeddedBroker()
     bootstrap = await asyncio.to_thread(broker.start)
     sim = PortalSimulator(latency_ms=portal_latency_ms, error_rate=portal_error_rate, seed=seed)
+    post = demo_postal.simulator(seed)
     gw: Gateway | None = None
     watcher: ResultWatcher | None = None
+    postal_watcher: PostalWatcher | None = None
     try:
         portal_url = await sim.start()
+        postal_url = await post.start()
         settings = GatewaySettings(
+            adapters=ADAPTERS,
             database_url=f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
             kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=8),
             http=HttpSettings(port=0),
+            feeds=DEMO_FEEDS,
         )
         portal = PortalSettings(
             base_url=portal_url, username="gateway", password="secret", dstcode="H34", madonvi="000.00.00.H55"  # noqa: S106
         )
-        gw = await start_gateway(settings, adapter_settings={"national_portal": portal})
+        supplied = {"national_portal": portal, "postal": demo_postal.settings(postal_url)}
+        gw = await start_gateway(settings, adapter_settings=supplied)
+        commands_topic = input_topic("postal", settings.topics)
+        postal_events = output_topic("postal", settings.topics)
         if serve:
             print(json.dumps({
                 "bootstrap_servers": bootstrap,
@@ -199,36 +239,63 @@ async def run_demo(
                 "input_topic": DOSSIER_EVENTS,
                 "result_topic": SYNC_RESULTS,
                 "dead_letter_topic": dead_letter_topic(DOSSIER_EVENTS, "national_portal"),
-                "simulators": {"national_portal": portal_url},
+                "commands_topics": {"postal": commands_topic},
+                "partner_events_topics": {"postal": postal_events},
+                "simulators": {"national_portal": portal_url, "postal": postal_url},
                 "database_url": settings.database_url,
             }), flush=True)
         watcher = ResultWatcher(bootstrap, "national_portal")
         await watcher.start()
+        postal_watcher = PostalWatcher(bootstrap, postal_events)
+        await postal_watcher.start()
         report = DemoReport(dossiers=dossiers, events_produced=0)
         if dossiers > 0:
-            report = await _drive(dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s)
+            report = await _drive(
+                dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
+                _Postal(post, postal_watcher, commands_topic),
+            )
             _print_summary(console, report)
             if report_file is not None:
                 report_file.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")  # noqa: ASYNC240
         if serve:
             await _wait_for_signal()
-        return 0 if (dossiers == 0 or (report.converged and report.lost == 0)) else 1
+        return 0 if (dossiers == 0 or _succeeded(report)) else 1
     finally:
+        if postal_watcher is not None:
+            await postal_watcher.stop()
         if watcher is not None:
             await watcher.stop()
         if gw is not None:
             await gw.stop()
+        await post.stop()
         await sim.stop()
         await asyncio.to_thread(broker.stop)
 
 
+def _succeeded(report: DemoReport) -> bool:
+    postal = report.postal
+    return report.converged and report.lost == 0 and postal.converged and postal.lost == 0 and not postal.second_effects
+
+
+@dataclass
+class _Postal:
+    """The postal side of a run: its simulator, what reads its topic, where its commands go."""
+
+    sim: PostalSimulator
+    watcher: PostalWatcher
+    commands_topic: str
+
+
 async def _drive(
     dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
-    console: Console, timeout_s: float | None,
+    console: Console, timeout_s: float | None, postal: _Postal,
 ) -> DemoReport:
     journeys = generate_journeys(dossiers, seed=seed)
-    items = interleave(journeys)
-    report = DemoReport(dossiers=dossiers, events_produced=len(items))
+    events = interleave(journeys)
+    commands = postal_commands(journeys, seed=seed)
+    postal.sim.fail_orders, postal.sim.unknown_status_orders = demo_postal.troubled_orders(commands, seed)
+    items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
+    report = DemoReport(dossiers=dossiers, events_produced=len(events))
     metrics = gw.metrics
     started = time.perf_counter()
     deadline = started + (timeout_s if timeout_s is not None else 120 + len(items) / 50)
@@ -237,19 +304,26 @@ async def _drive(
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
         produced = progress.add_task("produced", total=len(items), info="")
-        synced_task = progress.add_task("synced", total=len(items), info="")
+        synced_task = progress.add_task("synced", total=len(events), info="")
+        postal_task = progress.add_task("postal", total=len(commands), info="")
         producer = asyncio.create_task(_produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n)))
         while True:
             await asyncio.sleep(0.5)
-            report.events_in = int(metrics.total("gateway_events_in_total"))
-            report.retried = int(metrics.total("gateway_retries_total"))
+            report.events_in = int(_adapter_total(metrics, "gateway_events_in_total", "national_portal"))
+            report.retried = int(_adapter_total(metrics, "gateway_retries_total", "national_portal"))
             done = sum(watcher.outcomes.values()) + watcher.dead_letters
             progress.update(
                 synced_task, completed=done,
                 info=f"in {report.events_in}  synced {watcher.outcomes['synced']}  retried {report.retried}  "
                 f"dead-lettered {watcher.dead_letters}",
             )
-            if producer.done() and done >= len(items):
+            orders = len(postal.sim.orders)
+            progress.update(
+                postal_task, completed=len(postal.watcher.answers),
+                info=f"answered {len(postal.watcher.answers)}  orders {orders}  "
+                f"final {orders - demo_postal.not_final(postal.sim)}  events {len(postal.watcher.events)}",
+            )
+            if producer.done() and done >= len(events) and demo_postal.settled(commands, postal.sim, postal.watcher):
                 lost = count_lost(journeys, sim.dossiers)
                 if not lost:
                     report.converged = True
@@ -269,6 +343,11 @@ async def _drive(
     report.sync_delay_p50_ms = round(_percentile(watcher.delays_ms, 50), 1)
     report.sync_delay_p99_ms = round(_percentile(watcher.delays_ms, 99), 1)
     report.events_per_s = round(report.events_in / report.duration_s, 1) if report.duration_s else 0.0
+    report.postal = demo_postal.report(commands, postal.sim, postal.watcher)
+    report.postal.commands_in = int(_adapter_total(metrics, "gateway_events_in_total", "postal"))
+    report.postal.retried = int(_adapter_total(metrics, "gateway_retries_total", "postal"))
+    # The portal's convergence is judged alone, as before; the postal part has its own.
+    report.converged = report.lost == 0 and done >= len(events)
     return report
 
 
@@ -291,6 +370,44 @@ def _print_summary(console: Console, report: DemoReport) -> None:
         ("duplicate effects", report.duplicate_effects, "second effects seen by the portal simulator"),
         ("sync delay p50 / p99", f"{report.sync_delay_p50_ms} / {report.sync_delay_p99_ms} ms", "published → synced"),
         ("duration", f"{report.duration_s} s", f"{report.events_per_s} events/s"),
+    ]
+    for name, value, meaning in rows:
+        table.add_row(name, str(value), meaning)
+    console.print(table)
+    _print_postal(console, report.postal)
+
+
+def _print_postal(console: Console, postal: PostalReport) -> None:
+    table = Table(title="Demo summary: one-stop system → gateway → postal service", show_lines=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    ok = "[green]" if postal.lost == 0 and postal.converged else "[red]"
+    once = "[green]" if postal.second_effects == 0 else "[red]"
+    by_type = ", ".join(f"{kind.removeprefix('postal.')} {n}" for kind, n in sorted(postal.commands_by_type.items()))
+    answered = postal.answered
+    rows: list[tuple[str, object, str]] = [
+        ("commands sent", postal.commands_sent, by_type or "none"),
+        ("commands in", postal.commands_in, "records the gateway consumed (redeliveries count again)"),
+        ("answered", sum(answered.values()),
+         f"done {answered.get('done', 0)}, rejected {answered.get('rejected', 0)}, "
+         f"dead-lettered {answered.get('dead_lettered', 0)}"),
+        ("retried", postal.retried, "in-process retries after a retryable failure"),
+        ("orders created", postal.orders_created, "effects at the postal simulator"),
+        ("second effects", f"{once}{postal.second_effects}", "a create or cancel applied twice at the simulator"),
+        ("orders final", f"{postal.orders_final} / {postal.orders_final + postal.orders_not_final}",
+         "delivered, returned or cancelled at the simulator"),
+        ("tracking records", postal.tracking_records, "in the simulator's feed (one event each)"),
+    ]
+    for kind in postal.events:
+        unique, raw = postal.events[kind], postal.events_raw.get(kind, 0)
+        rows.append((f"  {kind.removeprefix('postal.')}", f"{unique} ({raw})", "events, de-duplicated (raw)"))
+    rows += [
+        ("events", f"{postal.events_unique} ({postal.events_raw_total})",
+         "on the topic, de-duplicated by event_id (raw: repeats included)"),
+        ("unknown statuses", postal.unknown_statuses, "status codes the mapping does not know, published as such"),
+        ("lost", f"{ok}{postal.lost}",
+         f"unanswered commands {postal.unanswered} + final states missing from the topic {postal.finals_missing}"),
     ]
     for name, value, meaning in rows:
         table.add_row(name, str(value), meaning)

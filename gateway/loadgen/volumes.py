@@ -64,6 +64,17 @@ LOCALITIES = (
     ("xã An Vĩnh", "huyện Lý Sơn"),
 )
 
+# Administrative-unit codes, as the postal service's orders carry them (national list: 2-digit province,
+# 5-digit ward). 51 is Quảng Ngãi on the national list (the personal ID's 051); the ward codes are synthetic but
+# well-formed, like `agency_id`: a deployment takes both from the province's reference data.
+PROVINCE_UNIT_CODE = "51"
+WARD_CODES = {ward: f"51{n:03d}" for n, (ward, _district) in enumerate(LOCALITIES, start=1)}
+# The one-stop centre as the postal service's sender or receiver (synthetic address and phone).
+CENTRE_NAME = "Trung tâm Phục vụ hành chính công tỉnh Quảng Ngãi"
+CENTRE_WARD = LOCALITIES[0]
+CENTRE_ADDRESS = f"1 Hùng Vương, {CENTRE_WARD[0]}, {CENTRE_WARD[1]}, {PROVINCE_NAME}"
+CENTRE_PHONE = "02553000000"
+
 
 @dataclass(frozen=True, slots=True)
 class AgencyVolume:
@@ -139,8 +150,9 @@ def overall_share(attr: str) -> float:
 
 
 __all__ = [
-    "LOCALITIES", "ON_TIME_RATE", "ORG_TAX_CODE_PREFIX", "OTHER_PROVINCE_ID_CODES", "POST_RETURN_SHARE",
-    "POST_SUBMISSION_SHARE", "PROVINCE_ID_CODE", "PROVINCE_NAME", "RATINGS", "RATING_SHARE", "REPORT_DOSSIERS",
+    "CENTRE_ADDRESS", "CENTRE_NAME", "CENTRE_PHONE", "CENTRE_WARD", "LOCALITIES", "ON_TIME_RATE",
+    "ORG_TAX_CODE_PREFIX", "OTHER_PROVINCE_ID_CODES", "POST_RETURN_SHARE", "POST_SUBMISSION_SHARE",
+    "PROVINCE_ID_CODE", "PROVINCE_NAME", "PROVINCE_UNIT_CODE", "RATINGS", "RATING_SHARE", "REPORT_DOSSIERS",
     "RESOLVED_SAME_DAY", "RETURNED_BY_POST", "SAME_DAY_SHARE", "SATISFIED_RATE", "SUBMITTED_BY_POST",
-    "SUBMITTED_ONLINE", "AgencyVolume", "agencies", "overall_share", "total_dossiers", "weights",
+    "SUBMITTED_ONLINE", "WARD_CODES", "AgencyVolume", "agencies", "overall_share", "total_dossiers", "weights",
 ]

@@ -189,6 +189,7 @@ async def test_demo_serve_announces_itself_and_syncs_what_it_is_sent(tmp_path: P
         assert {"bootstrap_servers", "metrics_url", "input_topic", "result_topic", "simulators"} <= info.keys()
         portal = info["simulators"]["national_portal"]
         assert portal.startswith("http://")
+        assert info["simulators"]["postal"].startswith("http://") and info["commands_topics"]["postal"]
 
         await produce(info["bootstrap_servers"], info["input_topic"], [(key(e), encode(e)) for e in journey.events])
         seen: dict[str, Any] = {}
@@ -225,3 +226,8 @@ def test_demo_writes_a_report_and_loses_nothing(tmp_path: Path) -> None:
     assert data["events_in"] >= data["synced"]
     assert data["rejected"] == data["dead_lettered"] == 0
     assert 0 < data["sync_delay_p50_ms"] <= data["sync_delay_p99_ms"]
+    postal = data["postal"]  # the postal adapter ran beside the portal
+    assert postal["commands_sent"] > 0
+    assert postal["answered"]["done"] == postal["orders_created"] == postal["commands_sent"]
+    assert postal["lost"] == postal["second_effects"] == postal["orders_not_final"] == 0
+    assert postal["events"]["postal.delivered"] > 0
