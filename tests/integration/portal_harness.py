@@ -76,7 +76,16 @@ async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None
 
 async def read_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60.0) -> list[Any]:
     """Read a topic from the beginning until `expect` records arrived (or the timeout passed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    return await read_records(bootstrap, topic, lambda out: len(out) >= expect, timeout_s=timeout_s)
+
+
+async def read_records(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], *, timeout_s: float = 60.0
+) -> list[Any]:
+    """Read a topic from the beginning until `done(records)` holds or the timeout passed; the caller asserts."""
+    # A short metadata age: the topic may not exist yet, and aiokafka's partition lookup reads a cache that
+    # otherwise refreshes every five minutes.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, metadata_max_age_ms=300)
     await consumer.start()
     out: list[Any] = []
     try:
@@ -88,9 +97,11 @@ async def read_all(bootstrap: str, topic: str, *, expect: int, timeout_s: float 
             parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
             if not parts:
                 await asyncio.sleep(0.2)
+        if not parts:
+            return out
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        while len(out) < expect and loop.time() < deadline:
+        while not done(out) and loop.time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 out.extend(records)

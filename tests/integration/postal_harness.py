@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -10,8 +9,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import PostalSimulator
@@ -25,6 +22,7 @@ from gateway.settings import (
     RetrySettings,
     TopicSettings,
 )
+from tests.integration.portal_harness import read_records
 
 KEY, SECRET, CUSTOMER = "gateway", "secret", "C0001"
 
@@ -116,29 +114,8 @@ async def read_until(
     bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 60.0
 ) -> list[dict[str, Any]]:
     """Read a topic from its beginning, decoded, until `done(messages)` holds; the caller asserts it does."""
-    # A short metadata age: the topic may not exist yet, and aiokafka's partition lookup reads a cache that
-    # otherwise refreshes every five minutes.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, metadata_max_age_ms=300)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        parts: list[TopicPartition] = []
-        while not parts and loop.time() < deadline:
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
-            if not parts:
-                await asyncio.sleep(0.2)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        while not done(out) and loop.time() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                out.extend(json.loads(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return out
+    records = await read_records(bootstrap, topic, lambda out: done(decoded(out)), timeout_s=timeout_s)
+    return decoded(records)
 
 
 def answers(messages: Iterable[dict[str, Any]]) -> dict[str, str]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from typer.testing import CliRunner
@@ -173,9 +174,11 @@ async def test_trace_shows_a_postal_dossier_from_command_to_tracking(kafka_boots
             "GATEWAY_ADAPTERS": '["postal"]', "GATEWAY_TOPICS__COMMANDS": topics.commands,
             "GATEWAY_TOPICS__PARTNER_EVENTS": topics.partner_events, "GATEWAY_CONFIG": None,
         }
-        shown = await asyncio.to_thread(
-            CliRunner().invoke, app, ["trace", code, "--json"], env=env, catch_exceptions=False
-        )
+        # The command's logging setup would bind structlog to CliRunner's stdout, closed after the call.
+        with patch("gateway.cli_ops.configure_logging"):
+            shown = await asyncio.to_thread(
+                CliRunner().invoke, app, ["trace", code, "--json"], env=env, catch_exceptions=False
+            )
     assert shown.exit_code == 0, shown.output
     steps = json.loads(shown.stdout)["steps"]
     assert [s["what"] for s in steps if s["source"] == "input"] == ["postal.arrange_pickup"]
