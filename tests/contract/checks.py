@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gateway.bootstrap import Gateway
 from tests.contract.adapter_contract import INPUT_INVALID, AdapterContract, Answer, FeedContract, Inputs, Outcome
+from tests.integration.postal_harness import read_until
+
+
+async def read_output(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 60.0
+) -> list[dict[str, Any]]:
+    """The topic's messages, decoded, read from its beginning until `done(messages)` holds; fails the test if it
+    does not within `timeout_s`."""
+    messages = await read_until(bootstrap, topic, done, timeout_s=timeout_s)
+    assert done(messages), f"{topic}: still not there after {timeout_s:g} s ({len(messages)} messages)"
+    return messages
+
+
+async def read_everything(bootstrap: str, topic: str, *, for_s: float = 2.0) -> list[dict[str, Any]]:
+    """Every message on the topic now (read for `for_s`)."""
+    return await read_until(bootstrap, topic, lambda _: False, timeout_s=for_s)
 
 
 def answers(contract: AdapterContract, messages: Iterable[Mapping[str, Any]]) -> list[Answer]:

@@ -17,10 +17,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from tests.contract.adapter_contract import INPUT_INVALID, AdapterContract, Outcome
-from tests.contract.checks import all_answered, answers, feed_arrived, invalid, outcomes
+from tests.contract.checks import all_answered, answers, feed_arrived, invalid, outcomes, read_output
 from tests.contract.harness import in_process, private_topics, subprocess_gateway
 from tests.integration.portal_harness import produce, read_all, wait_until
-from tests.integration.postal_harness import read_until
 
 BAD: list[tuple[bytes | None, bytes]] = [
     (b"k1", b"{"),
@@ -35,7 +34,9 @@ async def test_happy_path(contract: AdapterContract, kafka_bootstrap: str, tmp_p
     async with in_process(contract, kafka_bootstrap, tmp_path, running):
         await produce(kafka_bootstrap, running.input_topic, inputs.records)
         assert await wait_until(lambda: not contract.undelivered(inputs), timeout_s=60)
-        messages = await read_until(kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m))
+        messages = await read_output(
+            kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m)
+        )
     got = answers(contract, messages)
     assert sorted(a.source_event_id for a in got) == sorted(inputs.event_ids)  # one answer per input, no other
     assert {a.outcome for a in got} == {Outcome.SUCCEEDED}
@@ -51,7 +52,9 @@ async def test_retryable_failure_then_success(contract: AdapterContract, kafka_b
         assert await wait_until(lambda: gw.metrics.total("gateway_retries_total") > 0, timeout_s=30)
         contract.heal()
         assert await wait_until(lambda: not contract.undelivered(inputs), timeout_s=60)
-        messages = await read_until(kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m))
+        messages = await read_output(
+            kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m)
+        )
         assert gw.metrics.total("gateway_dead_letters_total") == 0
     assert outcomes(contract, messages) == {e: {Outcome.SUCCEEDED} for e in inputs.event_ids}
     assert contract.duplicate_effects() == 0
@@ -69,7 +72,9 @@ async def test_permanent_failure_goes_to_dead_letters_with_reason(
         await produce(kafka_bootstrap, running.input_topic, inputs.records)
         dead = await read_all(kafka_bootstrap, running.dlt_topic, expect=len(refused_inputs), timeout_s=60)
         assert await wait_until(lambda: contract.undelivered(inputs) == [refused], timeout_s=60)
-        messages = await read_until(kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m))
+        messages = await read_output(
+            kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m)
+        )
     assert len(dead) == len(refused_inputs)
     assert all(r.key == refused.encode() for r in dead)
     for r in dead:
@@ -90,7 +95,7 @@ async def test_redelivered_message_has_no_second_effect(
         await produce(kafka_bootstrap, running.input_topic, inputs.records)
         assert await wait_until(lambda: not contract.undelivered(inputs), timeout_s=60)
         # Every input answered: each was handled to its end, its effects are at the partner.
-        assert await read_until(kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m))
+        await read_output(kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m))
         effects = contract.effects()
         await produce(kafka_bootstrap, running.input_topic, inputs.records)
         assert await wait_until(lambda: gw.metrics.total("gateway_events_in_total") >= 2 * len(inputs), timeout_s=60)
@@ -112,7 +117,7 @@ async def test_malformed_input_goes_to_dead_letters(
         await produce(kafka_bootstrap, running.input_topic, BAD + inputs.records)
         dead = await read_all(kafka_bootstrap, running.dlt_topic, expect=len(BAD), timeout_s=60)
         assert await wait_until(lambda: not contract.undelivered(inputs), timeout_s=60)
-        messages = await read_until(
+        messages = await read_output(
             kafka_bootstrap,
             running.results_topic,
             lambda m: len(invalid(m)) >= len(BAD) and all_answered(contract, inputs, m),
@@ -150,7 +155,7 @@ async def test_process_killed_mid_message_loses_nothing_and_repeats_nothing(
     assert applied_before_restart >= 10, "the kill came before the 10th effect"
     with subprocess_gateway(contract, kafka_bootstrap, tmp_path, running) as second:
         assert await wait_until(lambda: not contract.undelivered(inputs), timeout_s=120)
-        messages = await read_until(
+        messages = await read_output(
             kafka_bootstrap, running.results_topic, lambda m: all_answered(contract, inputs, m), timeout_s=60
         )
         assert second.poll() is None
@@ -184,8 +189,7 @@ async def test_every_output_message_validates_against_the_published_schema(
             fed = all(feed_arrived(feed, m) for feed in contract.feeds)
             return fed and len(invalid(m)) >= len(BAD) and all_answered(contract, inputs, m)
 
-        messages = await read_until(kafka_bootstrap, running.results_topic, complete)
-    assert complete(messages)
+        messages = await read_output(kafka_bootstrap, running.results_topic, complete)
     problems = [
         f"{m.get('event_type')}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for m in messages
