@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from tests.contract.adapter_contract import INPUT_INVALID, AdapterContract, Outcome
 from tests.contract.checks import all_answered, answers, feed_arrived, invalid, outcomes, read_output
@@ -26,6 +27,15 @@ BAD: list[tuple[bytes | None, bytes]] = [
     (None, "ảnh".encode("utf-16")),
     (b"k2", b'{"event_type": 7}'),
 ]
+
+
+def _validators(errors: Iterable[ValidationError]) -> set[str]:
+    """The keywords that failed, down through oneOf's alternatives."""
+    out: set[str] = set()
+    for e in errors:
+        out.add(str(e.validator))
+        out |= _validators(e.context or [])
+    return out
 
 
 async def test_happy_path(contract: AdapterContract, kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -196,6 +206,9 @@ async def test_every_output_message_validates_against_the_published_schema(
         for e in validator.iter_errors(m)
     ]
     assert not problems, "\n".join(problems)
+    # The validator does check formats, not only the schema's patterns: an impossible time fails `format` too.
+    broken = {**messages[0], "occurred_at": "2024-13-45T25:00:00Z"}
+    assert "format" in _validators(validator.iter_errors(broken))
     # The check covered every kind of message the adapter publishes, not only the happy answers.
     assert {a.outcome for a in answers(contract, messages)} == {Outcome.SUCCEEDED, Outcome.REJECTED}
     kinds = {m["event_type"] for m in messages}
