@@ -21,19 +21,15 @@ CONTRACTS: dict[str, Callable[[], AdapterContract]] = {
 WITH_FEEDS = sorted(name for name, make in CONTRACTS.items() if make().feeds)
 
 
-async def _started(name: str) -> AsyncIterator[AdapterContract]:
-    c = CONTRACTS[name]()
+@pytest.fixture(params=sorted(CONTRACTS))
+async def contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
+    c = CONTRACTS[request.param]()
     yield c
     await c.stop_simulator()
 
 
-@pytest.fixture(params=sorted(CONTRACTS))
-async def contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
-    async for c in _started(request.param):
-        yield c
-
-
 @pytest.fixture(params=WITH_FEEDS)
 async def feed_contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
-    async for c in _started(request.param):
-        yield c
+    c = CONTRACTS[request.param]()
+    yield c
+    await c.stop_simulator()
