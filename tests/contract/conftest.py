@@ -1,19 +1,35 @@
-"""Every adapter that joins the contract suite is listed here once."""
+"""Every adapter that joins the contract suite is listed here once.
+
+`contract` runs a test for every adapter; `feed_contract` only for the adapters that have pulled feeds (an
+adapter without one is not parametrised into the feed tests at all, so it is neither skipped nor counted).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from tests.contract.adapter_contract import AdapterContract
 from tests.contract.national_portal import NationalPortalContract
+from tests.contract.postal import PostalContract
 
-CONTRACTS = {"national_portal": NationalPortalContract}
+CONTRACTS: dict[str, Callable[[], AdapterContract]] = {
+    "national_portal": NationalPortalContract,
+    "postal": PostalContract,
+}
+WITH_FEEDS = sorted(name for name, make in CONTRACTS.items() if make().feeds)
 
 
 @pytest.fixture(params=sorted(CONTRACTS))
 async def contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
-    c: AdapterContract = CONTRACTS[request.param]()
+    c = CONTRACTS[request.param]()
+    yield c
+    await c.stop_simulator()
+
+
+@pytest.fixture(params=WITH_FEEDS)
+async def feed_contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
+    c = CONTRACTS[request.param]()
     yield c
     await c.stop_simulator()
