@@ -75,7 +75,9 @@ class PartnerProtocolError(PermanentError):
 class HostileXml(PartnerProtocolError):
     """XML the hardened parser refused (gateway.soap.xml); `kind` says what, the reason never quotes content."""
 
-    def __init__(self, reason: str, *, kind: str, partner_code: str | None = None) -> None:
+    # `kind` has a default only so that copy.copy and pickle (which call the class with the reason alone,
+    # then restore the attributes) work; every raise names it.
+    def __init__(self, reason: str, *, kind: str = "unknown", partner_code: str | None = None) -> None:
         super().__init__(reason, partner_code=partner_code)
         self.kind = kind
 
