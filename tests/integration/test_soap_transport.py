@@ -242,6 +242,18 @@ async def test_hostile_answers_are_refused_before_zeep_and_the_next_call_works(
     assert (await lookup(service)).Amount == 1_500_000
 
 
+@pytest.mark.parametrize("mode", ["oversize-chunked", "gzip-bomb"])
+async def test_an_oversize_answer_is_not_read_past_the_limit(
+    server: EchoServer, transport: SoapTransport, mode: str
+) -> None:
+    # Without Content-Length (chunked, or a gzip body unpacking to 10x the limit) the transport reads on
+    # only until the limit is passed: memory stays bounded whatever the partner sends.
+    with record_exchanges() as seen:
+        error = await failure(service_for(transport, server.url), mode)
+    assert isinstance(error, HostileXml) and error.kind == xml.OVERSIZE
+    assert MAX_BYTES < (seen[0].response_bytes or 0) <= MAX_BYTES + 64 * 1024
+
+
 # --- the pool -----------------------------------------------------------------------------------------------
 
 
