@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from lxml import etree
 
+from gateway.errors import SignatureRejected
+from gateway.soap.signing import sign, verify
 from gateway.soap.xml import parse_xml
 
 ECHO_NS = "urn:test:soap-echo"
@@ -73,6 +76,13 @@ class EchoServer:
     slow_s: float = 3.0
     pool_delay_s: float = 0.05
     password: str | None = None
+    # Submit: the form is verified against `client_cert_pem`; the receipt is signed with `signer` (key, cert)
+    # as `receipt_mode` says: "signed", "unsigned", "tampered" (changed after signing) or "forged" (`forger`).
+    client_cert_pem: bytes | None = None
+    signer: tuple[bytes, bytes] | None = None
+    forger: tuple[bytes, bytes] | None = None
+    receipt_mode: str = "signed"
+    verified_forms: list[str] = field(default_factory=list)
     hits: Counter[str] = field(default_factory=Counter)
     received: list[Received] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
@@ -111,6 +121,9 @@ class EchoServer:
             self.received.append(Received(body, dict(request.headers), (peer[0], peer[1])))
             root = parse_xml(body, max_bytes=1_000_000, max_depth=32)
             self._check_token(root)
+            submit = root.find(f"{{{SOAP11}}}Body/{{{ECHO_NS}}}SubmitRequest")
+            if submit is not None:
+                return self._submit(submit)
             request_element = root.find(f"{{{SOAP11}}}Body/{{{ECHO_NS}}}LookupRequest")
             assert request_element is not None, "not a LookupRequest"
             code = request_element.findtext(f"{{{ECHO_NS}}}Code") or ""
@@ -121,6 +134,32 @@ class EchoServer:
             return response
         finally:
             self.in_flight -= 1
+
+    def _submit(self, submit: object) -> web.Response:
+        """Verify the signed form as a partner would, answer with a receipt signed as `receipt_mode` says."""
+        form = submit[0]  # type: ignore[index]
+        assert self.client_cert_pem is not None and self.signer is not None
+        try:
+            verified = verify(form, trusted_cert_pem=self.client_cert_pem)
+        except SignatureRejected as exc:
+            body = fault("Client", f"signature refused: {exc.reason}")
+            return web.Response(status=500, body=body, headers={"Content-Type": "text/xml; charset=utf-8"})
+        self.verified_forms.append(verified.signed_sha256)
+        receipt = parse_xml(
+            f'<r:Receipt xmlns:r="urn:test:receipt"><r:Number>R-{len(self.verified_forms)}</r:Number>'
+            f"<r:FormSha256>{verified.signed_sha256}</r:FormSha256></r:Receipt>".encode(),
+            max_bytes=10_000,
+            max_depth=5,
+        )
+        key, cert = self.forger if self.receipt_mode == "forged" and self.forger else self.signer
+        if self.receipt_mode != "unsigned":
+            receipt = sign(receipt, key_pem=key, cert_pem=cert)
+        text = etree.tostring(receipt, encoding="unicode")
+        if self.receipt_mode == "tampered":
+            text = text.replace("<r:Number>R-", "<r:Number>R-9")
+        body = envelope(f'<e:SubmitResponse xmlns:e="{ECHO_NS}">{text}</e:SubmitResponse>')
+        self.sent.append(body)
+        return web.Response(body=body, headers={"Content-Type": "text/xml; charset=utf-8"})
 
     def _check_token(self, root: object) -> None:
         """Verify a PasswordDigest as a partner would: Base64(SHA-1(nonce + created + password))."""
