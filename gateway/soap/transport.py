@@ -78,7 +78,11 @@ _exchanges: ContextVar[list[WireExchange] | None] = ContextVar("soap_wire_exchan
 
 @contextmanager
 def record_exchanges() -> Iterator[list[WireExchange]]:
-    """Collect the exchanges made inside the block (this task only), for the ledger: `with ... as seen:`."""
+    """Collect the exchanges made inside the block, for the ledger: `with record_exchanges() as seen:`.
+
+    A context variable: calls of this task and of tasks started inside the block are recorded, not those of
+    other tasks sharing the transport at the same time.
+    """
     seen: list[WireExchange] = []
     token = _exchanges.set(seen)
     try:
@@ -225,7 +229,8 @@ class SoapTransport:
             seen.append(exchange)
         status, response_headers, body = await self._post(address, message, headers)
         exchange.status = status
-        exchange.response_sha256 = hashlib.sha256(body.data).hexdigest()
+        # A hash of the part of an oversize answer that was read would identify nothing: none is recorded.
+        exchange.response_sha256 = None if body.truncated else hashlib.sha256(body.data).hexdigest()
         exchange.response_bytes = body.received
         log.debug(
             "soap_exchange", status=status, request_bytes=len(message), response_bytes=body.received,

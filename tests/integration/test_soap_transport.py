@@ -252,6 +252,7 @@ async def test_an_oversize_answer_is_not_read_past_the_limit(
         error = await failure(service_for(transport, server.url), mode)
     assert isinstance(error, HostileXml) and error.kind == xml.OVERSIZE
     assert MAX_BYTES < (seen[0].response_bytes or 0) <= MAX_BYTES + 64 * 1024
+    assert seen[0].response_sha256 is None  # the hash of a fragment would identify nothing
 
 
 # --- the pool -----------------------------------------------------------------------------------------------
@@ -334,3 +335,15 @@ async def test_the_exchange_record_holds_hashes_that_match_both_ends(
     assert first.response_sha256 == hashlib.sha256(server.sent[0]).hexdigest()
     assert first.response_bytes == len(server.sent[0]) and first.request_bytes == len(server.received[0].body)
     assert "D-7" not in repr(seen)  # hashes and sizes, never a body
+
+
+async def test_each_task_records_only_its_own_exchanges(server: EchoServer, transport: SoapTransport) -> None:
+    service = service_for(transport, server.url)
+
+    async def one(code: str) -> list[str]:
+        with record_exchanges() as seen:
+            await lookup(service, "pool", code)
+        return [exchange.request_sha256 for exchange in seen]
+
+    first, second = await asyncio.gather(one("A-1"), one("B-2"))
+    assert len(first) == 1 and len(second) == 1 and first != second
