@@ -9,9 +9,14 @@
         ├── InvalidMessage        the input is not a valid contract message (bad JSON, schema, encoding)
         ├── PartnerRejected       the partner refused the request on business grounds (4xx, error code)
         ├── PartnerProtocolError  the partner answered something we cannot understand
+        │   └── HostileXml        XML refused by the hardened parser (DTD, entity, oversize, too deep, malformed)
+        ├── SignatureRejected     an XML signature did not prove who wrote the document (never raised itself)
+        │   ├── SignatureMissing  the document carries no signature
+        │   └── SignatureInvalid  the signature does not verify, covers too little, or uses a refused algorithm
         └── ProcessingFailed      the gateway kept failing on this record itself (raised by the machinery)
 
-Adapters raise these; they never retry, sleep, dead-letter or count by themselves.
+Adapters raise these; they never retry, sleep, dead-letter or count by themselves. Every class but the
+ABSTRACT ones may be raised as it is, so each is a label of the failure metrics (gateway.metrics).
 """
 
 from __future__ import annotations
@@ -65,3 +70,29 @@ class ProcessingFailed(PermanentError):
 
 class PartnerProtocolError(PermanentError):
     """The partner's answer could not be understood (malformed body, unexpected shape)."""
+
+
+class HostileXml(PartnerProtocolError):
+    """XML the hardened parser refused (gateway.soap.xml); `kind` says what, the reason never quotes content."""
+
+    # `kind` has a default only so that copy.copy and pickle (which call the class with the reason alone,
+    # then restore the attributes) work; every raise names it.
+    def __init__(self, reason: str, *, kind: str = "unknown", partner_code: str | None = None) -> None:
+        super().__init__(reason, partner_code=partner_code)
+        self.kind = kind
+
+
+class SignatureRejected(PermanentError):
+    """A signed document's XML signature is missing or does not verify against the configured certificate."""
+
+
+class SignatureMissing(SignatureRejected):
+    """The document carries no XML signature where one is required."""
+
+
+class SignatureInvalid(SignatureRejected):
+    """The signature does not verify, does not cover the whole document, or uses an algorithm we refuse."""
+
+
+# Bases that classify but are never raised as themselves: not labels of the failure metrics.
+ABSTRACT: tuple[type[GatewayError], ...] = (GatewayError, RetryableError, PermanentError, SignatureRejected)

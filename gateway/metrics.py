@@ -45,17 +45,19 @@ FEED_POLL_OUTCOMES = ("ok", "empty", "failed", "not_leader")
 
 
 def failure_classes() -> tuple[str, ...]:
-    """Names of the concrete failure classes of gateway.errors (the leaves of GatewayError's tree)."""
-    leaves: list[str] = []
+    """Names of the failure classes of gateway.errors that may be raised (every one but errors.ABSTRACT).
+
+    Not only the leaves: a class with subclasses (PartnerProtocolError, whose HostileXml narrows it) is
+    still raised as itself, and its series must exist at 0 like the others'.
+    """
+    found: list[str] = []
     pending: list[type[errors.GatewayError]] = [errors.GatewayError]
     while pending:
         cls = pending.pop()
-        subclasses = [sub for sub in cls.__subclasses__() if sub.__module__ == errors.__name__]
-        if subclasses:
-            pending.extend(subclasses)
-        else:
-            leaves.append(cls.__name__)
-    return tuple(sorted(leaves))
+        pending.extend(sub for sub in cls.__subclasses__() if sub.__module__ == errors.__name__)
+        if cls not in errors.ABSTRACT:
+            found.append(cls.__name__)
+    return tuple(sorted(found))
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)

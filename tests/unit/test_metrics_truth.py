@@ -26,10 +26,10 @@ def labels_of(metrics: GatewayMetrics, name: str, label: str) -> set[str]:
     return {dict(labels)[label] for labels in metrics.series(name)}
 
 
-def test_failure_classes_are_the_leaves_of_gateway_errors() -> None:
+def test_failure_classes_are_the_raisable_classes_of_gateway_errors() -> None:
     assert set(failure_classes()) == {
         "PartnerUnavailable", "PartnerThrottled", "SessionExpired", "InvalidMessage", "PartnerRejected",
-        "PartnerProtocolError", "ProcessingFailed",
+        "PartnerProtocolError", "HostileXml", "SignatureMissing", "SignatureInvalid", "ProcessingFailed",
     }
     for name in failure_classes():
         assert issubclass(getattr(errors, name), errors.GatewayError)
