@@ -15,9 +15,6 @@ from contracts.events import DOSSIER_EVENT_ADAPTER, EVENT_TYPES
 from contracts.postal import COMMAND_TYPES as POSTAL_COMMAND_TYPES
 from contracts.postal import EVENT_TYPES as POSTAL_EVENT_TYPES
 from contracts.postal import POSTAL_COMMAND_ADAPTER, PostalTopicMessage
-from contracts.tax import COMMAND_TYPES as TAX_COMMAND_TYPES
-from contracts.tax import TAX_COMMAND_ADAPTER, TaxTopicMessage
-from contracts.tax import TOPIC_TYPES as TAX_TOPIC_TYPES
 from contracts.results import (
     RESULT_MESSAGE_ADAPTER,
     RESULT_TYPES,
@@ -27,6 +24,9 @@ from contracts.results import (
     SyncResult,
     input_invalid_id,
 )
+from contracts.tax import COMMAND_TYPES as TAX_COMMAND_TYPES
+from contracts.tax import TAX_COMMAND_ADAPTER, TaxTopicMessage
+from contracts.tax import TOPIC_TYPES as TAX_TOPIC_TYPES
 from contracts.validators import DOSSIER_CODE_PATTERN, NOT_EXPRESSIBLE
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
