@@ -405,6 +405,7 @@ class TaxSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0: any free port); returns the base URL (the endpoint is SERVICE_PATH under it)."""
+        contract_schema()  # loaded now, so the first request is not slower than the others (client timeouts)
         # No access log: the simulator shares two cores with the gateway in benchmarks and demos.
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await runner.setup()
