@@ -24,6 +24,9 @@ from contracts.results import (
     SyncResult,
     input_invalid_id,
 )
+from contracts.tax import COMMAND_TYPES as TAX_COMMAND_TYPES
+from contracts.tax import TAX_COMMAND_ADAPTER, TaxTopicMessage
+from contracts.tax import TOPIC_TYPES as TAX_TOPIC_TYPES
 from contracts.validators import DOSSIER_CODE_PATTERN, NOT_EXPRESSIBLE
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -77,6 +80,25 @@ POSTAL_EVENTS_DESCRIPTION = (
     "or from its tracking feed; its event_id is derived from the facts, so a repeat is de-duplicated on it), "
     "gateway.command_result (the answer to one postal command) or gateway.input_invalid (the answer to a record "
     "on the commands topic that is not a postal command). Readers skip event types they do not know."
+)
+
+TAX_COMMANDS_DESCRIPTION = (
+    "A command of the one-stop system to the tax office (topic " + topics.commands_topic("tax") + ", keyed by "
+    "dossier code; contract 1.3): tax.determine_obligations, the cadastral transfer form of a land dossier, which "
+    "the gateway signs and submits to the tax office once (contracts/tax/tax-interconnect.v1.wsdl), then follows "
+    "up until the notice is paid or a deadline passes. Personal data (names, ID numbers, tax codes, addresses) "
+    "travels only on the tax topics. Each command is answered by one gateway.command_result on "
+    + topics.partner_events_topic("tax") + "; a record that is not a tax command is answered by "
+    "gateway.input_invalid there and dead-lettered. docs/partners.md (Tax office) explains them."
+)
+TAX_EVENTS_DESCRIPTION = (
+    "Every message the gateway publishes on " + topics.partner_events_topic("tax") + " (contract 1.3), told apart "
+    "by the required event_type: a tax event (tax.submitted, tax.notice_issued, tax.obligation_fulfilled, "
+    "tax.no_notice_by_deadline, tax.no_payment_by_deadline, tax.follow_up_failed; its event_id is derived from "
+    "the dossier, the type and the facts each type names, so a repeat is de-duplicated on it), "
+    "gateway.command_result (the answer to one tax command: done with the receipt id, or rejected) or "
+    "gateway.input_invalid (the answer to a record on the commands topic that is not a tax command). Readers skip "
+    "event types they do not know. Rule the schema cannot express: a notice's total is the sum of its items."
 )
 
 
@@ -139,12 +161,20 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         TypeAdapter(PostalTopicMessage), "postal-event.v1.json", "PostalTopicMessage",
         (*POSTAL_EVENT_TYPES, "gateway.command_result", "gateway.input_invalid"), POSTAL_EVENTS_DESCRIPTION,
     )
+    tax_events = _union(
+        TypeAdapter(TaxTopicMessage), "tax-event.v1.json", "TaxTopicMessage", TAX_TOPIC_TYPES,
+        TAX_EVENTS_DESCRIPTION,
+    )
     return {
         "postal-command.v1.json": _union(
             POSTAL_COMMAND_ADAPTER, "postal-command.v1.json", "PostalCommand", POSTAL_COMMAND_TYPES,
             POSTAL_COMMANDS_DESCRIPTION,
         ),
         "postal-event.v1.json": postal_events,
+        "tax-command.v1.json": _union(
+            TAX_COMMAND_ADAPTER, "tax-command.v1.json", "TaxCommand", TAX_COMMAND_TYPES, TAX_COMMANDS_DESCRIPTION
+        ),
+        "tax-event.v1.json": tax_events,
         "dossier-event.v1.json": event,
         "sync-result.v1.json": result,
         "sync-result.v1.1.json": union,
@@ -190,12 +220,15 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.2.0",
+            "version": "1.3.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
             "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
             "every input record that is not a dossier event is answered on the results topic too "
             "(schemas/sync-result.v1.1.json is the schema of every message there). 1.2 adds commands to one "
-            "partner and what that partner reports back, on topics of that partner only (the postal service first).",
+            "partner and what that partner reports back, on topics of that partner only (the postal service first). "
+            "1.3 adds the tax office: the command tax.determine_obligations (a land dossier's cadastral transfer "
+            "form) and the tax events (submitted, notice issued, obligation fulfilled, and the follow-up's "
+            "deadlines and failures); the SOAP side is contracts/tax/tax-interconnect.v1.wsdl.",
         },
         "defaultContentType": "application/json",
         "channels": {
@@ -210,6 +243,14 @@ def asyncapi() -> dict[str, Any]:
             "postalEvents": {
                 "address": topics.partner_events_topic("postal"),
                 "messages": {"postalMessage": {"$ref": "#/components/messages/PostalMessage"}},
+            },
+            "taxCommands": {
+                "address": topics.commands_topic("tax"),
+                "messages": {"taxCommand": {"$ref": "#/components/messages/TaxCommand"}},
+            },
+            "taxEvents": {
+                "address": topics.partner_events_topic("tax"),
+                "messages": {"taxMessage": {"$ref": "#/components/messages/TaxMessage"}},
             },
             "syncResults": {
                 "address": topics.SYNC_RESULTS,
@@ -231,6 +272,18 @@ def asyncapi() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/postalEvents"},
                 "summary": "The gateway answers each postal command and reports what the postal service says about "
                 "each order (from its answers and its tracking feed).",
+            },
+            "consumeTaxCommands": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/taxCommands"},
+                "summary": "The gateway consumes the one-stop system's tax commands (determine the financial "
+                "obligations of a land dossier).",
+            },
+            "publishTaxEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/taxEvents"},
+                "summary": "The gateway answers each tax command and reports what the tax office says about each "
+                "dossier (receipt, notices, payment) and when its follow-up gives up.",
             },
             "consumeDossierEvents": {
                 "action": "receive",
@@ -260,6 +313,25 @@ def asyncapi() -> dict[str, Any]:
                     "summary": "A postal event, the answer to a postal command, or the answer to an unreadable one.",
                     "bindings": {"kafka": {"key": invalid_key}},
                     "payload": {"$ref": "./schemas/postal-event.v1.json"},
+                },
+                "TaxCommand": {
+                    "name": "TaxCommand",
+                    "bindings": {"kafka": {"key": key}},
+                    "payload": {"$ref": "./schemas/tax-command.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/tax/{name}.json", "payload": payload}
+                        for name, payload in examples("tax").items()
+                    ],
+                },
+                "TaxMessage": {
+                    "name": "TaxMessage",
+                    "summary": "A tax event, the answer to a tax command, or the answer to an unreadable one.",
+                    "bindings": {"kafka": {"key": invalid_key}},
+                    "payload": {"$ref": "./schemas/tax-event.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/tax/events/{name}.json", "payload": payload}
+                        for name, payload in examples("tax/events").items()
+                    ],
                 },
                 "DossierEvent": {
                     "name": "DossierEvent",
