@@ -57,6 +57,14 @@ POINTS: tuple[str, ...] = (
     "feed.fetch",  # before the partner's page is fetched
     "feed.publish",  # before the page's records are published
     "feed.cursor.advance",  # the page is on the topic; before the cursor moves past it
+    # Durable follow-ups (gateway.followups): scheduled by a delivery, then a due row's run in the runner —
+    # claim, partner call, its events, then the row completed or rescheduled.
+    "followup.schedule",  # before the row is inserted (FollowUpStore.schedule, called before the input's settle)
+    "followup.claim",  # before due rows are claimed
+    "followup.call",  # before the handler asks the partner (inside the partner's circuit breaker)
+    "followup.publish",  # before each event of a run or a give-up is published
+    "followup.complete",  # the events are on the topic; before the row is marked done or gave_up
+    "followup.reschedule",  # the events (if any) are on the topic; before the row is set to run again
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

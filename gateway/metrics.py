@@ -42,6 +42,10 @@ IN_PROCESS_TIER = "inprocess"
 # publish (empty), a poll that failed (failed), a poll skipped or fenced out because another process holds
 # the feed (not_leader).
 FEED_POLL_OUTCOMES = ("ok", "empty", "failed", "not_leader")
+# gateway_followups_total{outcome}: a run finished the row (done), asked to come back later or failed at the
+# partner retryably (rescheduled), the deadline passed or the partner refused for good (gave_up), or the run
+# failed on our side — database, broker, a handler bug — and the row runs again once its claim lapses (failed).
+FOLLOWUP_OUTCOMES = ("done", "rescheduled", "gave_up", "failed")
 
 
 def failure_classes() -> tuple[str, ...]:
@@ -137,6 +141,21 @@ class GatewayMetrics:
         self.feed_leader = Gauge(
             "gateway_feed_leader", "1 while this process holds the feed's lease (polls it)", ["feed"], registry=r
         )
+        # Durable follow-ups (gateway.followups), labelled by adapter and kind: both fixed by the code, never a
+        # dossier, a key or a payload value.
+        self.followups_pending = Gauge(
+            "gateway_followups_pending", "Follow-ups not finished yet (sampled by the runner every scan)",
+            ["adapter", "kind"], registry=r,
+        )
+        self.followups_total = Counter(
+            "gateway_followups_total", "Follow-up runs, by outcome (done, rescheduled, gave_up, failed)",
+            ["adapter", "kind", "outcome"], registry=r,
+        )
+        self.followups_overdue = Gauge(
+            "gateway_followups_overdue",
+            "Follow-ups due for a while (10 scan intervals) that no runner holds (sampled by the runner)",
+            ["adapter", "kind"], registry=r,
+        )
         self.broker_connected = Gauge(
             "gateway_broker_connected", "1 when the broker answered the last check (sampled every 5 s)", registry=r
         )
@@ -194,6 +213,14 @@ class GatewayMetrics:
         self.feed_records.labels(feed)
         self.feed_cursor_advanced.labels(feed)
         self.feed_leader.labels(feed)
+
+    def prime_followups(self, adapter: str, kinds: Iterable[str]) -> None:
+        """Create one follow-up handler's series at 0 (values already set are kept)."""
+        for kind in kinds:
+            self.followups_pending.labels(adapter, kind)
+            self.followups_overdue.labels(adapter, kind)
+            for outcome in FOLLOWUP_OUTCOMES:
+                self.followups_total.labels(adapter, kind, outcome)
 
     def series(self, sample_name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """Every sample with this name: its labels (sorted pairs) -> value."""

@@ -12,7 +12,7 @@ Which `GATEWAY_*` variables are the gateway's, and so an error when unknown (`ga
 - every name holding the nested delimiter `__` (`GATEWAY_KAFKA__BOOTSTRAP_SERVERS`, and the typo
   `GATEWAY_CONCURENCY__MAX_IN_FLIGHT`);
 - `GATEWAY_<SECTION>_<...>` with a single `_` after a section name (`kafka`, `topics`, `concurrency`,
-  `retry`, `circuit`, `http`, `feeds`): the `__` was meant (`GATEWAY_KAFKA_BOOTSTRAP_SERVERS`).
+  `retry`, `circuit`, `http`, `feeds`, `followups`): the `__` was meant (`GATEWAY_KAFKA_BOOTSTRAP_SERVERS`).
 
 Anything else under `GATEWAY_` is not read here and not checked: the adapters' own settings
 (`GATEWAY_PORTAL_*`, read by `adapters/national_portal/settings.py`; an adapter's prefix must not start
@@ -290,6 +290,46 @@ class FeedSettings(_Section):
         return self
 
 
+class FollowUpSettings(_Section):
+    """Durable follow-ups (gateway.followups): how often due rows are looked for, how many run at once, how long
+    a claim lasts, and the backoff between runs of one row that answered "not yet" or failed retryably.
+
+    claim_s must exceed the longest a run can take: the partner's timeout (and its retries inside the client)
+    plus publishing the run's events. A claim that lapses while its run is still going lets another process
+    claim and run the row too (its completion is fenced off, but the partner was asked twice). A claim that
+    waited at an open circuit for half of claim_s is given back unrun.
+    """
+
+    scan_interval_s: float = Field(
+        default=1.0, gt=0, description="how often each runner looks for due follow-ups when it is idle"
+    )
+    batch: int = Field(
+        default=50, ge=1, le=1000,
+        description="most rows claimed by one statement (a scan claims no more than its free concurrency slots)",
+    )
+    concurrency: int = Field(default=8, ge=1, le=1000, description="follow-ups run at once per runner (adapter)")
+    claim_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        description="how long a runner holds a claimed row; must exceed the partner's timeout (plus publishing): "
+        "after it another process may run the row; a killed runner's rows run again this long after it died",
+    )
+    backoff_initial_s: float = Field(
+        default=30.0, gt=0,
+        description="wait after a run that answered not yet or failed retryably; doubles per attempt (jittered) ...",
+    )
+    backoff_max_s: float = Field(default=3600.0, gt=0, description="... up to this (never past the row's deadline)")
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> FollowUpSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"followups.backoff_max_s ({self.backoff_max_s}) must be at least "
+                f"followups.backoff_initial_s ({self.backoff_initial_s})"
+            )
+        return self
+
+
 class GatewaySettings(BaseSettings):
     """Everything the composition root needs; nested keys use `__` in env (GATEWAY_KAFKA__BOOTSTRAP_SERVERS)."""
 
@@ -305,6 +345,7 @@ class GatewaySettings(BaseSettings):
     circuit: CircuitSettings = CircuitSettings()
     http: HttpSettings = HttpSettings()
     feeds: FeedSettings = FeedSettings()
+    followups: FollowUpSettings = FollowUpSettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 
     @field_validator("adapters")
@@ -662,6 +703,7 @@ __all__ = [
     "ConcurrencySettings",
     "ConfigFile",
     "FeedSettings",
+    "FollowUpSettings",
     "GatewaySettings",
     "HttpSettings",
     "InvalidSettingValues",

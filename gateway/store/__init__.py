@@ -1,8 +1,10 @@
-"""Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events, feeds."""
+"""Gateway persistent state: per-dossier sync state, hash-chained exchange ledger, processed events, feeds,
+follow-ups."""
 
 from gateway.store.database import create_engine, migrate, normalise_url
 from gateway.store.dlq_actions import DlqAction, DlqActions
 from gateway.store.feeds import CursorAdvance, FeedCursor, FeedStore, Lease
+from gateway.store.followups import FollowUpCounts, FollowUpStore, StoredFollowUp
 from gateway.store.ladder import LadderChanged, LadderReconciled, reconcile_ladder, stored_ladder
 from gateway.store.ledger import (
     GENESIS_HASH,
@@ -31,6 +33,8 @@ __all__ = [
     "ExchangeEntry",
     "FeedCursor",
     "FeedStore",
+    "FollowUpCounts",
+    "FollowUpStore",
     "GroupCommitter",
     "Known",
     "LadderChanged",
@@ -45,6 +49,7 @@ __all__ = [
     "ProcessedEvents",
     "Settlement",
     "Store",
+    "StoredFollowUp",
     "SyncState",
     "SyncStateStore",
     "VerifyReport",

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -48,6 +49,10 @@ DETAIL_LEN = 500
 PARTNER_ANSWER_LEN = 500
 FEED_NAME_LEN = 128
 LEASE_HOLDER_LEN = 200
+FOLLOWUP_KIND_LEN = 64
+FOLLOWUP_KEY_LEN = 200
+FOLLOWUP_STATE_LEN = 16
+FOLLOWUP_PAYLOAD_LEN = 4000  # characters of JSON: a few identifiers, not a document (gateway.followups.model)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -148,4 +153,34 @@ feed_leases = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
+)
+
+# Durable follow-ups (gateway.followups): "ask partner `adapter` about `dossier_code` at `due_at`". A row is
+# scheduled once per (adapter, key), claimed by one runner at a time (claimed_by until claim_until; claim_epoch
+# grows with every claim and is the fencing token), and finished once (state done or gave_up). Rows are kept
+# after they finish: they tell operators what happened to a dossier (gateway.store.followups).
+followups = Table(
+    "followups",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("adapter", String(ADAPTER_LEN), nullable=False),
+    Column("kind", String(FOLLOWUP_KIND_LEN), nullable=False),
+    Column("key", String(FOLLOWUP_KEY_LEN), nullable=False),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON object of str/int/null; no personal data
+    Column("state", String(FOLLOWUP_STATE_LEN), nullable=False),  # pending, done, gave_up
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("claimed_by", String(LEASE_HOLDER_LEN), nullable=True),  # the last claimer (kept for operators)
+    Column("claim_until", UTCDateTime, nullable=True),  # NULL: not claimed (released, rescheduled, finished)
+    Column("claim_epoch", BigInteger, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("last_reason", String(DETAIL_LEN), nullable=True),  # why it was last retried or given up
+    UniqueConstraint("adapter", "key", name="uq_followups_adapter_key"),
+    # The claim's scan: an adapter's pending rows by due time (finished rows are never scanned again).
+    Index("ix_followups_adapter_state_due_at", "adapter", "state", "due_at"),
+    Index("ix_followups_dossier_code", "dossier_code"),
+    CheckConstraint("state IN ('pending', 'done', 'gave_up')", name="state"),
 )

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import create_engine, migrate
 from gateway.store.feeds import FeedStore
+from gateway.store.followups import FollowUpStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
@@ -26,6 +27,7 @@ class Store:
     committer: GroupCommitter
     parking: ParkingLot
     feeds: FeedStore
+    followups: FollowUpStore
 
     async def close(self) -> None:
         await self.committer.close()
@@ -45,4 +47,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         committer=GroupCommitter(engine),
         parking=ParkingLot(engine),
         feeds=FeedStore(engine),
+        followups=FollowUpStore(engine),
     )

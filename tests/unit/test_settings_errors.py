@@ -119,7 +119,7 @@ def test_a_non_json_list_names_the_variable_and_the_expected_form(monkeypatch: p
         ("GATEWAY_HTTP_PORT", "did you mean GATEWAY_HTTP__PORT?"),
         ("GATEWAY_KAFKA__BOOTSTRAP_SERVER", "no key 'bootstrap_server' in section kafka"),
         ("GATEWAY_LOG_LEVEL__X", "log_level has no nested keys"),
-        ("GATEWAY_QQQ__R", "sections: kafka, topics, concurrency, retry, circuit, http, feeds"),
+        ("GATEWAY_QQQ__R", "sections: kafka, topics, concurrency, retry, circuit, http, feeds, followups"),
     ],
 )
 def test_an_unknown_gateway_variable_is_an_error(monkeypatch: pytest.MonkeyPatch, name: str, expected: str) -> None:
