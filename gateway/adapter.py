@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
+
+if TYPE_CHECKING:  # gateway.followups.model refers to Emitted, defined here
+    from gateway.followups.model import FollowUpRequest
 
 
 class Message(Protocol):
@@ -34,6 +37,8 @@ class Exchange:
     request_hash: str
     response_hash: str
     partner_reference: str | None = None
+    detail: str = ""
+    """Anything else the ledger should say (never personal data), e.g. which certificate signed the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,8 @@ class Delivered:
     """Published to the adapter's events topic before the input is marked done."""
     partner_reference: str | None = None
     """What the partner calls the effect (e.g. an order number), repeated in a command's answer."""
+    follow_ups: tuple[FollowUpRequest, ...] = field(default=())
+    """Come back later (gateway.followups): scheduled, idempotently, before the input is marked done."""
 
 
 class Adapter(Protocol):

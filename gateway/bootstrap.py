@@ -16,6 +16,7 @@ from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.feeds.poller import FeedPoller, default_holder
+from gateway.followups.runner import FollowUpRunner
 from gateway.http_server import OperatorServer
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
@@ -46,6 +47,7 @@ class AdapterRuntime:
     retry_consumers: list[KeyOrderedConsumer]
     breaker: CircuitBreaker
     pollers: list[FeedPoller] = field(default_factory=list)
+    follow_ups: FollowUpRunner | None = None
 
     @property
     def consumers(self) -> list[KeyOrderedConsumer]:
@@ -100,6 +102,8 @@ class Gateway:
         checks.update({f"consumer:{c.group_id}": c.running for rt in self.runtimes for c in rt.consumers})
         # A poller is healthy while it polls or waits its turn (another process holds the feed).
         checks.update({f"feed:{p.name}": p.healthy for rt in self.runtimes for p in rt.pollers})
+        checks.update({f"follow-ups:{rt.adapter.name}": rt.follow_ups.healthy
+                       for rt in self.runtimes if rt.follow_ups is not None})
         return checks
 
     async def stop(self) -> None:
@@ -107,6 +111,8 @@ class Gateway:
         if self._sampler is not None:
             self._sampler.cancel()
         await asyncio.gather(*(p.stop() for rt in self.runtimes for p in rt.pollers), return_exceptions=True)
+        await asyncio.gather(*(rt.follow_ups.stop() for rt in self.runtimes if rt.follow_ups is not None),
+                             return_exceptions=True)
         await asyncio.gather(*(c.stop() for rt in self.runtimes for c in rt.consumers), return_exceptions=True)
         for rt in self.runtimes:
             with contextlib.suppress(Exception):
@@ -228,6 +234,7 @@ async def start_gateway(
                 tiers=ladders[name], breaker=breaker, metrics=metrics,
                 retry=settings.retry, results_topic=outputs[name], max_message_bytes=settings.kafka.max_message_bytes,
                 max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes, flow=parts.flow,
+                follow_ups=store.followups,
             )
             consumer = KeyOrderedConsumer(
                 bootstrap_servers=bootstrap,
@@ -268,7 +275,13 @@ async def start_gateway(
                 )
                 for source in parts.feeds
             ]
-            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker, pollers)
+            follow_ups = None
+            if parts.follow_ups is not None:
+                follow_ups = FollowUpRunner(
+                    parts.follow_ups, store=store.followups, publisher=publisher, breaker=breaker,
+                    settings=settings.followups, metrics=metrics, holder=holder,
+                )
+            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker, pollers, follow_ups)
             breaker.subscribe(_pause_on_open(runtime, metrics))
             gw.runtimes.append(runtime)
         # Every series a rule or dashboard reads exists at 0 before the first message: a counter born at 1
@@ -276,6 +289,7 @@ async def start_gateway(
         metrics.prime(settings.adapters, sorted({t.label for tiers in ladders.values() for t in tiers}))
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         await asyncio.gather(*(p.start() for rt in gw.runtimes for p in rt.pollers))
+        await asyncio.gather(*(rt.follow_ups.start() for rt in gw.runtimes if rt.follow_ups is not None))
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()

@@ -69,6 +69,7 @@ from gateway.runtime.publisher import Publisher
 from gateway.runtime.records import InboundRecord
 from gateway.settings import RetrySettings
 from gateway.store import Advance, ExchangeEntry, GroupCommitter, Known, ParkingLot, Settlement
+from gateway.store.followups import FollowUpStore
 
 log = structlog.get_logger(__name__)
 
@@ -156,10 +157,12 @@ class Pipeline:
         max_dead_letter_bytes: int = 8_000_000,
         flow: Flow = LIFECYCLE,
         events_topic: str | None = None,
+        follow_ups: FollowUpStore | None = None,
     ) -> None:
         self.adapter = adapter
         self._flow = flow
         self._events_topic = events_topic or results_topic  # partner events a delivery produced
+        self._follow_ups = follow_ups
         self._publisher = publisher  # retry copies and dead letters
         self._results = results or publisher
         self._committer = committer
@@ -431,7 +434,7 @@ class Pipeline:
                 adapter=self._name, operation=x.operation, dossier_code=event.dossier_code,
                 event_id=str(event.event_id), idempotency_key=x.idempotency_key, request_hash=x.request_hash,
                 response_hash=x.response_hash, partner_reference=x.partner_reference, outcome="ok",
-                attempts=attempts, started_at=started, finished_at=finished,
+                attempts=attempts, started_at=started, finished_at=finished, detail=x.detail,
             )
             for x in delivered.exchanges
         )
@@ -447,6 +450,11 @@ class Pipeline:
         for emitted in delivered.events:
             hit("partner_events.publish")
             await self._results.publish(self._events_topic, emitted.value, key=emitted.key)
+        # Likewise what the gateway must come back for: scheduling is idempotent per key ("followup.schedule").
+        for request in delivered.follow_ups:
+            if self._follow_ups is None:
+                raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
+            await self._follow_ups.schedule(self._name, request)
         hit("settle")
         won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
         if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)

@@ -62,6 +62,8 @@ class AdapterParts:
     flow: Flow = LIFECYCLE
     feeds: tuple[Any, ...] = field(default=())
     """Partner feeds to poll (gateway.feeds.source.FeedSource), each by one process of the group at a time."""
+    follow_ups: Any | None = None
+    """The handler of the adapter's durable follow-ups (gateway.followups.model.FollowUpHandler), if it has any."""
 
 
 class AdapterPlugin(Protocol):

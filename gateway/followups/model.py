@@ -95,6 +95,11 @@ class FollowUpResult:
 
     done: bool
     events: tuple[Emitted, ...] = ()
+    then: tuple[FollowUpRequest, ...] = ()
+    """Follow-ups to schedule next (e.g. "wait for the payment" once the notice came), before this row is
+    finished: scheduling is idempotent per key, so a crash in between schedules nothing twice."""
+    retry_after_s: float | None = None
+    """When not done: come back after this long (the partner's own rhythm), instead of the runner's backoff."""
 
 
 class FollowUpHandler(Protocol):

@@ -9,8 +9,9 @@ One scan, every scan_interval_s (at once again when a run ends and more may be d
     breaker.call(handler.run(item)):
         RetryableError ─▶ reschedule(now + backoff(attempts), never past the deadline + GIVE_UP_GRACE)
         PermanentError ─▶ publish give_up(item, reason) ─▶ complete(gave_up)
-        done           ─▶ publish its events ─▶ complete(done)
-        not yet        ─▶ publish its events (if any) ─▶ reschedule(now + backoff(attempts))
+        done           ─▶ publish its events ─▶ schedule what follows (`then`) ─▶ complete(done)
+        not yet        ─▶ publish its events (if any) ─▶ schedule `then` ─▶ reschedule(now + retry_after_s or
+                          backoff(attempts))
 
 Events are published (acks=all, in order, each acknowledged before the next) before the row is completed or
 rescheduled: a crash or a failure in between leaves the row claimed, so it runs again once the claim lapses
@@ -274,13 +275,17 @@ class FollowUpRunner:
         except PermanentError as exc:
             log.warning("followup_refused", adapter=self.adapter, kind=item.kind, id=item.id,
                         error=type(exc).__name__, reason=exc.reason)
-            return await self._give_up(run, exc.reason)
+            # The class leads the reason, so a handler can tell a bad signature from a refusal.
+            return await self._give_up(run, f"{type(exc).__name__}: {exc.reason}")
         if not isinstance(result, FollowUpResult):
             raise TypeError(f"follow-up handler of {self.adapter} returned {type(result).__name__}, not FollowUpResult")
         await self._publish(run, result.events)
+        for request in result.then:  # idempotent per key: a repeat after a crash schedules nothing new
+            await self._store.schedule(self.adapter, request)
         if result.done:
             return await self._finish(run, "done", None)
-        return await self._reschedule(run, self._backoff(item), "not yet")
+        delay = result.retry_after_s if result.retry_after_s is not None else self._backoff(item)
+        return await self._reschedule(run, delay, "not yet")
 
     async def _call(self, run: _Run) -> FollowUpResult:
         # Admitted by the breaker, possibly after a long wait at an open circuit: call only with half the claim

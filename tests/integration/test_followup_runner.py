@@ -274,8 +274,9 @@ async def test_a_permanent_refusal_gives_up_with_its_reason_and_a_retryable_fail
     await p.runner.stop()
     assert await reader.drain(producer)
 
-    assert (finished["refused"].state, finished["refused"].last_reason) == ("gave_up", "no such submission")
-    assert handler.give_ups == [("refused", "no such submission")]
+    refused = finished["refused"]
+    assert (refused.state, refused.last_reason) == ("gave_up", "PartnerRejected: no such submission")
+    assert handler.give_ups == [("refused", "PartnerRejected: no such submission")]
     assert handler.per_key["refused"] == 1
     assert (finished["flaky"].state, finished["flaky"].attempts) == ("done", 2)
     assert finished["flaky"].last_reason == "PartnerUnavailable: timeout"

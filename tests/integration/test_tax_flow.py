@@ -1,0 +1,81 @@
+"""The tax flow end to end: embedded broker, the tax simulator over SOAP, an in-process gateway with follow-ups."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.portal_harness import produce
+from tests.integration.postal_harness import answers, dossier, read_until
+from tests.integration.tax_harness import command, of_type, tax_gateway
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_land_dossier_goes_from_submission_to_obligation_fulfilled(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with tax_gateway(kafka_bootstrap, tmp_path) as run:
+        code = dossier(1, day="240115")
+        same = command(code, event_id=uuid.uuid4())
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), same), (code.encode(), same)])  # redelivered
+        got = await read_until(kafka_bootstrap, run.events, lambda m: len(of_type(m, "tax.submitted")) == 1
+                               and len(answers(m)) == 1)
+        assert list(answers(got).values()) == ["done"]
+        receipt = of_type(got, "tax.submitted")[0]["receipt_id"]
+        run.sim.issue_notice(code)
+        got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.notice_issued")))
+        notice = of_type(got, "tax.notice_issued")
+        assert len(notice) == 1 and notice[0]["total"] == sum(i["amount"] for i in notice[0]["items"])
+        assert len(notice[0]["signer_certificate_sha256"]) == 64
+        run.sim.pay(code)
+        got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.obligation_fulfilled")))
+        fulfilled = of_type(got, "tax.obligation_fulfilled")
+        assert len(fulfilled) == 1 and fulfilled[0]["notice_id"] == notice[0]["notice_id"]
+        assert fulfilled[0]["amount"] == notice[0]["total"]
+        assert "HoTenNguoiNopTien" not in str(got) and "Nguyễn" not in str(fulfilled)
+    assert len(run.sim.applied) == 1 and receipt  # submitted once, however often the command came
+    assert [m["event_type"] for m in got if m["event_type"].startswith("tax.")][:1] == ["tax.submitted"]
+
+
+async def test_a_silent_tax_office_ends_in_no_notice_by_deadline(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with tax_gateway(kafka_bootstrap, tmp_path, schedule={"notice_deadline_s": 2.0}) as run:
+        code = dossier(2, day="240115")
+        run.sim.set_knobs(silent_dossiers={code})
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), command(code))])
+        got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.no_notice_by_deadline")))
+        silent = of_type(got, "tax.no_notice_by_deadline")
+        assert len(silent) == 1 and silent[0]["receipt_id"] == of_type(got, "tax.submitted")[0]["receipt_id"]
+        assert run.sim.requests["LayThongBaoThue"] >= 2  # it did keep asking until the deadline
+
+
+async def test_a_forged_notice_ends_the_follow_up_with_the_reason(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with tax_gateway(kafka_bootstrap, tmp_path) as run:
+        code = dossier(3, day="240115")
+        run.sim.set_knobs(forged_notices=True)
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), command(code))])
+        assert await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.submitted")))
+        run.sim.issue_notice(code)
+        got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.follow_up_failed")))
+        failed = of_type(got, "tax.follow_up_failed")
+        assert len(failed) == 1 and failed[0]["failure"] == "signature" and failed[0]["stage"] == "notice"
+        assert of_type(got, "tax.notice_issued") == []  # a notice that does not verify is never reported
+
+
+async def test_an_outage_while_polling_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with tax_gateway(kafka_bootstrap, tmp_path) as run:
+        code = dossier(4, day="240115")
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), command(code))])
+        assert of_type(await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.submitted"))),
+                       "tax.submitted")
+        run.sim.set_knobs(outage=True)
+        run.sim.issue_notice(code)
+        before = run.sim.requests["LayThongBaoThue"]
+        got = await read_until(kafka_bootstrap, run.events, lambda m: run.sim.requests["LayThongBaoThue"] > before + 2,
+                               timeout_s=20)
+        assert run.sim.requests["LayThongBaoThue"] > before + 2 and not of_type(got, "tax.notice_issued")
+        run.sim.set_knobs(outage=False)
+        got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.notice_issued")))
+        assert len(of_type(got, "tax.notice_issued")) == 1
