@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.national_portal.simulator import PortalSimulator
 from adapters.postal.simulator import PostalSimulator
+from contracts.postal import ONCE_PER_ORDER
 from contracts.results import INPUT_INVALID
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
 from gateway import faults
@@ -829,8 +830,15 @@ async def _postal_invariants(run: _PostalRun) -> list[str]:
         if (event_type, number, command) not in reported:
             problems.append(f"command {command} answered done, but its {event_type} of {number} was never published")
     # 4. Every tracking record published, none skipped; repeats only with the same id and bytes; a dossier's
-    # records first seen in the feed's order.
+    # records first seen in the feed's order. A fact that happens once per order (created, cancelled...) has
+    # one id, whether a command's answer or the feed reported it, however often.
     problems += _feed_published(run.sim.records, c.partner)
+    once: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for _raw, m in c.partner:
+        if m["event_type"] in ONCE_PER_ORDER:
+            once[(m["event_type"], m["order_number"])].add(str(m["event_id"]))
+    problems.extend(f"{fact} of {number} published under {len(ids)} event ids"
+                    for (fact, number), ids in once.items() if len(ids) > 1)
     # 5. The ledger still verifies, and nothing is left parked.
     problems += await _store_checks(run.engine, run.parking, POSTAL)
     return problems
