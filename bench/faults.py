@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway import faults
 from gateway.embedded_broker import EmbeddedBroker
-from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, Verdict, run_case, table
+from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, Verdict, matrix_case, run_case, table
 from tests.integration.conftest import create_pg_database, drop_pg_database
 
 # `python -m bench.run --only faults` takes no options of its own: this one comes from the environment.
@@ -34,7 +34,7 @@ def cases(quick: bool, scenarios: tuple[str, ...] = tuple(MATRIX_POINTS)) -> lis
     kinds = ("raise",) if quick else faults.KINDS
     backends = ("sqlite",) if quick else ("sqlite", "postgresql")
     return [
-        Case(p, k, b, scenario=s) for s in scenarios for b in backends for k in kinds for p in MATRIX_POINTS[s]
+        matrix_case(s, p, k, b) for s in scenarios for b in backends for k in kinds for p in MATRIX_POINTS[s]
     ]
 
 

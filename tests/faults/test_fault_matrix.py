@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import faults
-from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, run_case
+from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, matrix_case, run_case
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ CRASH_POINTS = {
     "postal": ("feed.cursor.advance", "feed.publish", "partner_events.publish", "settle"),
 }
 CASES = [
-    Case(p, kind, "sqlite", scenario=scenario)
+    matrix_case(scenario, p, kind, "sqlite")
     for scenario, points in MATRIX_POINTS.items()
     for kind, chosen in (("raise", points), ("crash", CRASH_POINTS[scenario]))
     for p in chosen
