@@ -1,4 +1,7 @@
-"""One small province per fault case: every path a message can take, so every injection point is reached.
+"""The scenarios of the fault suite, one fresh copy per case: the records to produce and what each must end as.
+
+`portal` (`build`): one small province, every path a dossier event can take, so every injection point of a
+lifecycle event is reached:
 
 - two dossiers whose events all sync (`ok`), one of whose first events is sent again unchanged later (a
   duplicate) and one of whose first events comes again under a new id after the newer ones (stale);
@@ -7,6 +10,9 @@
 - `refused`: the partner refuses every event of it (rejected, dead-lettered);
 - `down`: the partner never recovers for it, so its messages climb every tier and are dead-lettered;
 - one malformed record (answered `invalid` on the results topic, then dead-lettered).
+
+`postal` (`build_postal`): the postal service's commands for a few dossiers and, from its simulator, the
+tracking feed the gateway polls (PostalScenario says which command does what).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from adapters.postal.mapping import order_number
+from contracts.postal import Purpose
 from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
 
 MALFORMED = b'{"event_type": "dossier.created", "not": "a contract message"'
@@ -64,4 +72,79 @@ def build(seed: int = 7) -> Scenario:
     s.records.append((key(stale), encode(stale)))
     s.allowed[str(stale.event_id)] = {"stale_dropped"}
     s.records.append((MALFORMED_KEY, MALFORMED))
+    return s
+
+
+# --- the postal scenario: one partner's commands, answered on its events topic, and its pulled tracking feed ---
+
+POSTAL_UNREADABLE = b'{"event_type": "postal.arrange_pickup", "note": "an unreadable command"}'
+POSTAL_UNREADABLE_PART = "an unreadable command"  # in no reason the gateway gives
+_EFFECT = {"arrange_pickup": "create", "deliver_result": "create", "cancel_order": "cancel"}
+_PURPOSE = {"arrange_pickup": Purpose.PICKUP, "deliver_result": Purpose.DELIVERY}
+_FACT = {"create": "postal.order_created", "cancel": "postal.cancelled"}
+
+
+@dataclass
+class PostalScenario:
+    """The commands to produce, what each must end as, and what each asks of the postal service.
+
+    - `ok`: a pickup and a result delivery (two orders), and later the pickup command again, unchanged (a
+      redelivery: the same answer, no second order);
+    - `cancel`: a pickup, then the cancel of that pickup (it must take effect after its create);
+    - `heal`: a pickup the service cannot take for a while (HTTP 503 for that order until the command is parked:
+      the driver ends the outage once its parking row appears), then a result delivery and the cancel of the
+      pickup, which queue behind it and are handed on through the first tier in the dossier's order;
+    - `refused`: a result delivery the service refuses (rejected, dead-lettered, no order);
+    - one unreadable command (answered `gateway.input_invalid`, dead-lettered).
+    """
+
+    records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    allowed: dict[str, set[str]] = field(default_factory=dict)  # command id -> its outcome (done/rejected/...)
+    dead_lettered: set[str] = field(default_factory=set)  # command ids that must have a dead letter
+    order: dict[str, tuple[str, int]] = field(default_factory=dict)  # command id -> (dossier, place in its line)
+    effects: dict[tuple[str, str], str] = field(default_factory=dict)  # (OrderNumber, create|cancel) -> command
+    facts: dict[str, tuple[str, str]] = field(default_factory=dict)  # command -> (event type, OrderNumber) it reports
+    heal: str = ""
+    heal_order: str = ""  # the OrderNumber the service cannot take until its command is parked
+    refused_orders: set[str] = field(default_factory=set)
+    unreadable_key: bytes = b""
+
+
+def build_postal(seed: int = 7) -> PostalScenario:
+    from tests.integration.postal_harness import command, dossier  # (imports the gateway: only when needed)
+
+    ok, cancel, heal, refused, unreadable = (dossier(n) for n in range(1, 6))
+    lines: dict[str, list[tuple[str, Purpose]]] = {
+        ok: [("arrange_pickup", Purpose.PICKUP), ("deliver_result", Purpose.DELIVERY)],
+        cancel: [("arrange_pickup", Purpose.PICKUP), ("cancel_order", Purpose.PICKUP)],
+        heal: [("arrange_pickup", Purpose.PICKUP), ("deliver_result", Purpose.DELIVERY),
+               ("cancel_order", Purpose.PICKUP)],
+        refused: [("deliver_result", Purpose.DELIVERY)],
+    }
+    s = PostalScenario(heal=heal, heal_order=order_number(heal, Purpose.PICKUP, 1),
+                       refused_orders={order_number(refused, Purpose.DELIVERY, 1)}, unreadable_key=unreadable.encode())
+    made: dict[str, list[bytes]] = {}
+    for code, line in lines.items():
+        for place, (kind, purpose) in enumerate(line):
+            command_id = uuid.uuid5(uuid.NAMESPACE_URL, f"faults/postal/{seed}/{code}/{place}")
+            if kind == "cancel_order":
+                made.setdefault(code, []).append(command(kind, code, event_id=command_id, purpose=purpose.value))
+            else:
+                made.setdefault(code, []).append(command(kind, code, event_id=command_id))
+            number, effect = order_number(code, purpose, 1), _EFFECT[kind]
+            cid = str(command_id)
+            s.order[cid] = (code, place)
+            s.effects[(number, effect)] = cid
+            s.facts[cid] = (_FACT[effect], number)
+            if number in s.refused_orders:
+                s.allowed[cid] = {"rejected"}
+                s.dead_lettered.add(cid)
+            else:
+                s.allowed[cid] = {"done"}
+    for i in range(max(len(line) for line in lines.values())):  # interleaved, each dossier's in order
+        for code in lines:
+            if i < len(made[code]):
+                s.records.append((code.encode(), made[code][i]))
+    s.records.append((s.unreadable_key, POSTAL_UNREADABLE))
+    s.records.append((ok.encode(), made[ok][0]))  # the pickup command delivered again, unchanged
     return s

@@ -1,5 +1,6 @@
-"""The fault matrix, fast part: every injection point with a raised failure, and the commonest crash points,
-on SQLite. The whole matrix (every point x raise/crash x SQLite/PostgreSQL) is `make faults`."""
+"""The fault matrix, fast part, on SQLite: every injection point of each scenario with a raised failure, and the
+commonest crash points. The whole matrix (every point of each scenario x raise/crash x SQLite/PostgreSQL) is
+`make faults`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from pathlib import Path
 import pytest
 
 from gateway import faults
-from tests.faults.harness import MATRIX_POINTS, Case, run_case
+from tests.faults.harness import MATRIX_POINTS, NOT_IN_SCENARIO, Case, matrix_case, run_case
 
 pytestmark = pytest.mark.integration
 
-CRASH_POINTS = ("partner.answered", "settle", "copy.publish.next_tier", "parking.move.next_tier")
-CASES = [Case(p, "raise", "sqlite") for p in MATRIX_POINTS] + [Case(p, "crash", "sqlite") for p in CRASH_POINTS]
+CRASH_POINTS = {
+    "portal": ("partner.answered", "settle", "copy.publish.next_tier", "parking.move.next_tier"),
+    "postal": ("feed.cursor.advance", "feed.publish", "partner_events.publish", "settle"),
+}
+CASES = [
+    matrix_case(scenario, p, kind, "sqlite")
+    for scenario, points in MATRIX_POINTS.items()
+    for kind, chosen in (("raise", points), ("crash", CRASH_POINTS[scenario]))
+    for p in chosen
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -25,16 +34,26 @@ async def test_one_fault_breaks_no_guarantee(case: Case, kafka_bootstrap: str, t
 
 def test_every_step_is_an_injection_point() -> None:
     """The point names the code passes to `hit` (directly or through a `point=` argument) are exactly the
-    registered ones: no step without a point, no point without a step."""
+    registered ones: no step without a point, no point without a step. And every registered point is injected
+    by some scenario of the matrix or, if none can reach it with one fault, by the test NOT_IN_SCENARIO names."""
     import re
 
-    root = Path(__file__).resolve().parents[2] / "gateway"
+    root = Path(__file__).resolve().parents[2]
     prefixes = "|".join(sorted({p.split(".")[0] for p in faults.POINTS}))
     named = set()
-    for path in root.rglob("*.py"):
+    for path in (root / "gateway").rglob("*.py"):
         if path.name == "faults.py":
             continue
         text = path.read_text(encoding="utf-8")
         named.update(re.findall(rf'"((?:{prefixes})(?:\.[a-z_]+)+)"', text))  # dotted names
         named.update(re.findall(r'\bhit\("([a-z_.]+)"\)', text))  # any name hit() is given literally
     assert named == set(faults.POINTS)
+
+    for scenario, points in MATRIX_POINTS.items():
+        assert len(set(points)) == len(points), f"{scenario}: a point listed twice"
+        assert set(points) <= set(faults.POINTS), f"{scenario}: unknown points {set(points) - set(faults.POINTS)}"
+    in_a_scenario = set().union(*MATRIX_POINTS.values())
+    assert in_a_scenario.isdisjoint(NOT_IN_SCENARIO), "a point both in a scenario and tested elsewhere"
+    assert in_a_scenario | set(NOT_IN_SCENARIO) == set(faults.POINTS), "a point no scenario or test covers"
+    for point, test in NOT_IN_SCENARIO.items():
+        assert (root / test.split()[0]).is_file(), f"{point}: {test} does not exist"
