@@ -6,11 +6,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gateway.feeds.source import FeedPage, FeedRecord
-
 from adapters.postal import mapping
 from contracts.postal import PARTNER, ArrangePickup, CancelOrder, DeliverResult
 from gateway.adapter import Delivered, Emitted, Exchange, digest
+from gateway.feeds.source import FeedPage, FeedRecord
 
 ADAPTER_NAME = PARTNER
 
