@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.adapter import Emitted
+if TYPE_CHECKING:
+    # Annotations only: gateway.adapter's `Delivered.follow_ups` refers to FollowUpRequest, so importing it at
+    # run time here would make the two modules import each other.
+    from gateway.adapter import Emitted
 
 PayloadValue = str | int | None
 

