@@ -279,7 +279,7 @@ async def start_gateway(
             if parts.follow_ups is not None:
                 follow_ups = FollowUpRunner(
                     parts.follow_ups, store=store.followups, publisher=publisher, breaker=breaker,
-                    settings=settings.followups, metrics=metrics, holder=holder,
+                    settings=settings.followups, metrics=metrics, holder=holder, committer=store.committer,
                 )
             runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker, pollers, follow_ups)
             breaker.subscribe(_pause_on_open(runtime, metrics))

@@ -63,6 +63,7 @@ POINTS: tuple[str, ...] = (
     "followup.claim",  # before due rows are claimed
     "followup.call",  # before the handler asks the partner (inside the partner's circuit breaker)
     "followup.publish",  # before each event of a run or a give-up is published
+    "followup.ledger",  # the run's partner calls noted in the exchange ledger, before the row finishes
     "followup.complete",  # the events are on the topic; before the row is marked done or gave_up
     "followup.reschedule",  # the events (if any) are on the topic; before the row is set to run again
 )

@@ -132,8 +132,8 @@ class TaxFollowUps:
         correlation = UUID(mapping.payload_text(item.payload, "correlation_id"))
         key = item.dossier_code.encode()
         if item.kind == NOTICE:
-            _, notices = await self._client.notices(item.dossier_code)
-            if not notices:
+            sent, notices = await self._client.notices(item.dossier_code)
+            if not notices:  # a poll that found nothing is not an exchange worth a ledger line
                 return FollowUpResult(done=False, retry_after_s=self._again_in(item))
             events = tuple(Emitted(mapping.notice_issued(item.dossier_code, correlation, n), key) for n in notices)
             payments = tuple(
@@ -145,13 +145,21 @@ class TaxFollowUps:
                 )
                 for n in notices
             )
-            return FollowUpResult(done=True, events=events, then=payments)
+            noted = tuple(
+                Exchange(mapping.NOTICES, f"{self.adapter}:{mapping.NOTICES}:{n.notice_id}", sent.request_sha256,
+                         sent.response_sha256, partner_reference=n.notice_id,
+                         detail=f"notice signed by certificate sha256 {n.signer_sha256}")
+                for n in notices
+            )
+            return FollowUpResult(done=True, events=events, then=payments, exchanges=noted)
         notice_id = mapping.payload_text(item.payload, "notice_id")
-        _, paid = await self._client.voucher(item.dossier_code, notice_id)
+        sent, paid = await self._client.voucher(item.dossier_code, notice_id)
         if paid is None or not paid.paid:
             return FollowUpResult(done=False, retry_after_s=self._again_in(item))
+        voucher = Exchange(mapping.VOUCHER, f"{self.adapter}:{mapping.VOUCHER}:{notice_id}", sent.request_sha256,
+                           sent.response_sha256, partner_reference=notice_id)
         return FollowUpResult(done=True, events=(Emitted(mapping.obligation_fulfilled(
-            item.dossier_code, correlation, paid), key),))
+            item.dossier_code, correlation, paid), key),), exchanges=(voucher,))
 
     def give_up(self, item: FollowUp, reason: str) -> tuple[Emitted, ...]:
         correlation = UUID(mapping.payload_text(item.payload, "correlation_id"))

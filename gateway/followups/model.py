@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     # Annotations only: gateway.adapter's `Delivered.follow_ups` refers to FollowUpRequest, so importing it at
     # run time here would make the two modules import each other.
-    from gateway.adapter import Emitted
+    from gateway.adapter import Emitted, Exchange
 
 PayloadValue = str | int | None
 
@@ -103,6 +103,8 @@ class FollowUpResult:
     finished: scheduling is idempotent per key, so a crash in between schedules nothing twice."""
     retry_after_s: float | None = None
     """When not done: come back after this long (the partner's own rhythm), instead of the runner's backoff."""
+    exchanges: tuple[Exchange, ...] = ()
+    """The partner calls of this run, for the exchange ledger (hashes, references, who signed; no bodies)."""
 
 
 class FollowUpHandler(Protocol):

@@ -43,6 +43,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.runtime.publisher import Publisher
 from gateway.settings import FollowUpSettings
 from gateway.store.followups import Finished, FollowUpStore
+from gateway.store.ledger import ExchangeEntry
+from gateway.store.settle import GroupCommitter, Settlement
 from gateway.store.store import Store
 
 __all__ = ["DEADLINE_PASSED", "GIVE_UP_GRACE", "OVERDUE_SCANS", "FollowUpRunner", "default_holder"]
@@ -83,11 +85,13 @@ class FollowUpRunner:
         settings: FollowUpSettings,
         metrics: GatewayMetrics,
         holder: str,
+        committer: GroupCommitter | None = None,
     ) -> None:
         self.handler = handler
         self.adapter = handler.adapter
         self.kinds = frozenset(handler.kinds)
         self.holder = holder
+        self._committer = committer  # the exchange ledger's writer; None: runs are not noted (tests)
         self._store = store.followups if isinstance(store, Store) else store
         self._publisher = publisher
         self._breaker = breaker
@@ -280,6 +284,7 @@ class FollowUpRunner:
         if not isinstance(result, FollowUpResult):
             raise TypeError(f"follow-up handler of {self.adapter} returned {type(result).__name__}, not FollowUpResult")
         await self._publish(run, result.events)
+        await self._note(run, result)
         for request in result.then:  # idempotent per key: a repeat after a crash schedules nothing new
             await self._store.schedule(self.adapter, request)
         if result.done:
@@ -294,6 +299,26 @@ class FollowUpRunner:
             raise _ClaimLapsing
         faults.hit("followup.call")
         return await self.handler.run(run.item)
+
+    async def _note(self, run: _Run, result: FollowUpResult) -> None:
+        """The run's partner calls in the exchange ledger, through the store's group committer (the one writer of
+        the hash chain). Before the row finishes: a crash in between notes the repeated run again, which is what
+        happened (the partner was asked twice)."""
+        if not result.exchanges or self._committer is None:
+            return
+        item, now = run.item, self._now()
+        started = now - timedelta(seconds=max(0.0, time.monotonic() - run.claimed_at))
+        entries = tuple(
+            ExchangeEntry(
+                adapter=self.adapter, operation=x.operation, dossier_code=item.dossier_code,
+                event_id=item.key[:128], idempotency_key=x.idempotency_key, request_hash=x.request_hash,
+                response_hash=x.response_hash, partner_reference=x.partner_reference, outcome="ok",
+                attempts=item.attempts + 1, started_at=min(started, now), finished_at=now, detail=x.detail,
+            )
+            for x in result.exchanges
+        )
+        faults.hit("followup.ledger")
+        await self._committer.settle(Settlement(self.adapter, item.key[:128], ledger=entries))
 
     async def _give_up(self, run: _Run, reason: str) -> str | None:
         events = self.handler.give_up(run.item, reason)

@@ -84,8 +84,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         # No partner events: the portal's answers are not events, and it has no feed.
         "partner_events.publish", "feed.lease", "feed.fetch", "feed.publish", "feed.cursor.advance",
         # No follow-ups either (and no scenario has them yet: NOT_IN_SCENARIO).
-        "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.complete",
-        "followup.reschedule",
+        "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
+        "followup.complete", "followup.reschedule",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
     }
@@ -134,6 +134,7 @@ NOT_IN_SCENARIO: dict[str, str] = {
     "followup.claim": "tests/integration/test_followup_runner.py",
     "followup.call": "tests/integration/test_followup_runner.py",
     "followup.publish": "tests/integration/test_followup_runner.py",
+    "followup.ledger": "tests/integration/test_tax_flow.py",
     "followup.complete": "tests/integration/test_followup_runner.py",
     "followup.reschedule": "tests/integration/test_followup_runner.py",
 }

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.portal_harness import produce
+from gateway import faults
+from tests.integration.portal_harness import eventually, produce
 from tests.integration.postal_harness import answers, dossier, read_until
 from tests.integration.tax_harness import command, of_type, tax_gateway
 
@@ -36,6 +37,16 @@ async def test_a_land_dossier_goes_from_submission_to_obligation_fulfilled(
         assert len(fulfilled) == 1 and fulfilled[0]["notice_id"] == notice[0]["notice_id"]
         assert fulfilled[0]["amount"] == notice[0]["total"]
         assert "HoTenNguoiNopTien" not in str(got) and "Nguyễn" not in str(fulfilled)
+        store = run.gw.store if run.gw else None
+        assert store is not None
+        lines = await store.ledger.for_dossier(code)
+        verified = await store.ledger.verify()
+    # The ledger holds every exchange of the dossier, with who signed what, and still verifies.
+    assert [line.operation for line in lines] == ["GuiThongTinNghiaVuTaiChinh", "LayThongBaoThue", "LayChungTuNopTien"]
+    assert "form signed by certificate sha256" in lines[0].detail
+    assert lines[1].detail == f"notice signed by certificate sha256 {notice[0]['signer_certificate_sha256']}"
+    assert lines[1].partner_reference == lines[2].partner_reference == notice[0]["notice_id"]
+    assert verified.ok
     assert len(run.sim.applied) == 1 and receipt  # submitted once, however often the command came
     assert [m["event_type"] for m in got if m["event_type"].startswith("tax.")][:1] == ["tax.submitted"]
 
@@ -79,3 +90,38 @@ async def test_an_outage_while_polling_loses_nothing(kafka_bootstrap: str, tmp_p
         run.sim.set_knobs(outage=False)
         got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.notice_issued")))
         assert len(of_type(got, "tax.notice_issued")) == 1
+
+
+@pytest.mark.parametrize("point", ["followup.ledger", "followup.publish", "followup.complete"])
+async def test_a_fault_in_a_follow_up_run_loses_nothing_and_doubles_nothing(
+    point: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The run fails at `point` (the database or broker failing there); its claim lapses and the row runs again:
+    one notice event by id, one ledger line for it, and the payment follow-up still happens."""
+    async with tax_gateway(kafka_bootstrap, tmp_path) as run:
+        code = dossier(5, day="240115")
+        await produce(kafka_bootstrap, run.commands, [(code.encode(), command(code))])
+        assert of_type(await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.submitted"))),
+                       "tax.submitted")
+        faults.arm(point, "raise")
+        try:
+            run.sim.issue_notice(code)
+            run.sim.pay(code)
+            got = await read_until(kafka_bootstrap, run.events,
+                                   lambda m: bool(of_type(m, "tax.obligation_fulfilled")), timeout_s=60)
+            assert point in faults.fired
+        finally:
+            faults.disarm()
+        store = run.gw.store if run.gw else None
+        assert store is not None
+
+        async def finished() -> bool:  # the failed run's row runs again once its claim lapses
+            rows = await store.followups.for_dossier(code)
+            return len(rows) == 2 and all(row.state == "done" for row in rows)
+
+        assert await eventually(finished, timeout_s=30)
+        lines = [line.operation for line in await store.ledger.for_dossier(code)]
+        got = await read_until(kafka_bootstrap, run.events, lambda m: False, timeout_s=2)
+    assert len(of_type(got, "tax.notice_issued")) == 1 and len(of_type(got, "tax.obligation_fulfilled")) == 1
+    assert lines.count("LayThongBaoThue") == (2 if point == "followup.complete" else 1)  # a repeated run is noted
+    assert lines.count("LayChungTuNopTien") == 1
