@@ -6,13 +6,15 @@ client that knows what it sent, then bounded (`bounded`), since dead-letter head
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 import aiohttp
 
@@ -47,6 +49,41 @@ def pooled_session(
         raise_for_status=False,
         headers=headers,
     )
+
+
+class PooledClient(abc.ABC):
+    """A partner client over one pooled session: `start()` opens it, `close()` closes it, `async with` does both."""
+
+    _http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the session (idempotent); the connector must be created inside the running loop."""
+        if self._http is None:
+            self._http = self._open()
+
+    @abc.abstractmethod
+    def _open(self) -> aiohttp.ClientSession:
+        """The session every call goes through (`pooled_session`, mostly)."""
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError(f"{type(self).__name__}.start() was not awaited")
+        return self._http
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
 
 def _named(op: str, text: str) -> str:

@@ -12,7 +12,6 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
@@ -29,6 +28,7 @@ from gateway.errors import (
     SessionExpired,
 )
 from gateway.http_client import (
+    PooledClient,
     bounded,
     collapse,
     json_object,
@@ -47,7 +47,7 @@ _JSON_HEADERS: Final = {"Content-Type": "application/json; charset=utf-8", "Acce
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
-class PortalClient:
+class PortalClient(PooledClient):
     """One portal account shared by every caller: a lazily opened session token and a pooled HTTP client.
 
     Raises only gateway.errors classes (plus RuntimeError when used before start()). It never retries except
@@ -64,7 +64,6 @@ class PortalClient:
         self._settings = settings
         self._session_factory = session_factory
         self._connector = connector
-        self._http: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._token: str | None = None
         # Single flight: concurrent callers that need a session share this one login instead of each logging
@@ -74,33 +73,18 @@ class PortalClient:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the HTTP client (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
+    def _open(self) -> aiohttp.ClientSession:
         if self._session_factory is not None:
-            self._http = self._session_factory()
-            return
-        self._http = pooled_session(self._settings.max_connections, self._timeout, connector=self._connector)
+            return self._session_factory()
+        return pooled_session(self._settings.max_connections, self._timeout, connector=self._connector)
 
     async def close(self) -> None:
         """Close the HTTP client and forget the session token."""
         task, self._login_task = self._login_task, None
         if task is not None and not task.done():
             task.cancel()
-        http, self._http = self._http, None
         self._token = None
-        if http is not None:
-            await http.close()
-
-    async def __aenter__(self) -> PortalClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # --- operations ---------------------------------------------------------------------------------------
 
@@ -223,9 +207,7 @@ class PortalClient:
         Reasons name the operation and HTTP status, plus a 4xx answer's own message (scrubbed in `_call`): the
         request body holds personal data and never leaves here.
         """
-        http = self._http
-        if http is None:
-            raise RuntimeError("PortalClient.start() was not awaited")
+        http = self._session()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         with transport_failures(self._settings.timeout_s, op=op):
             async with http.post(

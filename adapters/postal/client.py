@@ -18,7 +18,6 @@ import unicodedata
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -34,6 +33,7 @@ from gateway.errors import (
     SessionExpired,
 )
 from gateway.http_client import (
+    PooledClient,
     bounded,
     collapse,
     json_object,
@@ -155,7 +155,7 @@ def _consume_exception(task: asyncio.Task[_Token]) -> None:
         task.exception()
 
 
-class PostalClient:
+class PostalClient(PooledClient):
     """One postal account shared by every caller: a cached OAuth2 token and one pooled HTTP client.
 
     Raises only gateway.errors classes (plus RuntimeError when used before start() and ValueError for a page
@@ -168,7 +168,6 @@ class PostalClient:
 
     def __init__(self, settings: PostalSettings) -> None:
         self._settings = settings
-        self._http: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._token: _Token | None = None
         # Single flight: concurrent callers that need a token wait for this one request instead of each
@@ -182,30 +181,16 @@ class PostalClient:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the pooled HTTP client (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
-        self._http = pooled_session(self._settings.max_connections, self._timeout)
+    def _open(self) -> aiohttp.ClientSession:
+        return pooled_session(self._settings.max_connections, self._timeout)
 
     async def close(self) -> None:
         """Close the HTTP client and forget the token."""
         task, self._refresh = self._refresh, None
         if task is not None and not task.done():
             task.cancel()
-        http, self._http = self._http, None
         self._token = None
-        if http is not None:
-            await http.close()
-
-    async def __aenter__(self) -> PostalClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # --- operations ---------------------------------------------------------------------------------------
 
@@ -453,9 +438,7 @@ class PostalClient:
 
         Reasons name the operation and the HTTP status only: the request holds personal data and never leaves.
         """
-        http = self._http
-        if http is None:
-            raise RuntimeError("PostalClient.start() was not awaited")
+        http = self._session()
         with transport_failures(self._settings.timeout_s, op=op):
             async with http.request(
                 method,

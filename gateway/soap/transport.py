@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 from urllib.parse import unquote, urlparse
 
@@ -24,7 +23,7 @@ from lxml import etree
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import HostileXml, PartnerProtocolError, PartnerRejected, PartnerUnavailable
-from gateway.http_client import pooled_session, throttled, transport_failures
+from gateway.http_client import PooledClient, pooled_session, throttled, transport_failures
 from gateway.soap.xml import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, OVERSIZE, parse_xml
 
 log = structlog.get_logger(__name__)
@@ -97,7 +96,7 @@ class _Body:
     received: int = 0
 
 
-class SoapTransport:
+class SoapTransport(PooledClient):
     """A zeep transport over one pooled aiohttp session; give it to `gateway.soap.client.build_client`.
 
     Raises only gateway.errors classes from `post_xml` (plus RuntimeError when used before start()), and
@@ -125,35 +124,15 @@ class SoapTransport:
         self._max_depth = max_depth
         self._connector = connector
         self._user_agent = user_agent
-        self._http: aiohttp.ClientSession | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the pooled session (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
-        self._http = pooled_session(
-            self._max_connections, self._timeout, connector=self._connector, headers={"User-Agent": self._user_agent}
-        )
-
-    async def close(self) -> None:
-        """Close the session and its connections."""
-        http, self._http = self._http, None
-        if http is not None:
-            await http.close()
+    def _open(self) -> aiohttp.ClientSession:
+        headers = {"User-Agent": self._user_agent}
+        return pooled_session(self._max_connections, self._timeout, connector=self._connector, headers=headers)
 
     async def aclose(self) -> None:
         """zeep's name for close (AsyncClient.__aexit__ calls it)."""
-        await self.close()
-
-    async def __aenter__(self) -> SoapTransport:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
         await self.close()
 
     # --- contracts (zeep calls this while it builds the client) -------------------------------------------
@@ -216,9 +195,7 @@ class SoapTransport:
     async def _post(
         self, address: str, message: bytes, headers: Mapping[str, str]
     ) -> tuple[int, CIMultiDict[str], _Body]:
-        http = self._http
-        if http is None:
-            raise RuntimeError("SoapTransport.start() was not awaited")
+        http = self._session()
         with transport_failures(self._timeout_s):
             async with http.post(
                 address, data=message, headers=dict(headers), timeout=self._timeout, allow_redirects=False
