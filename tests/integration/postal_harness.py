@@ -14,14 +14,8 @@ from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import PostalSimulator
 from contracts.export import examples
 from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import (
-    CircuitSettings,
-    FeedSettings,
-    GatewaySettings,
-    KafkaSettings,
-    RetrySettings,
-    TopicSettings,
-)
+from gateway.settings import FeedSettings, GatewaySettings
+from tests.integration.command_gateway import command_gateway_settings
 from tests.integration.portal_harness import read_records
 
 KEY, SECRET, CUSTOMER = "gateway", "secret", "C0001"
@@ -63,19 +57,8 @@ def gateway_settings(
     bootstrap: str, tmp_path: Path, suffix: str, *, database_url: str | None = None, interval_s: float = 0.2
 ) -> GatewaySettings:
     """Settings of a postal-only gateway on topics private to one test (`suffix`)."""
-    return GatewaySettings(
-        adapters=["postal"],
-        database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / f'postal-{suffix}.db'}",
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"postal-{suffix}"),
-        topics=TopicSettings(
-            input=f"unused.{suffix}", results=f"unused-results.{suffix}",
-            commands=f"onestop.commands.{{partner}}.{suffix}",
-            partner_events=f"gateway.partner-events.{{partner}}.{suffix}",
-        ),
-        retry=RetrySettings(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6]),
-        circuit=CircuitSettings(failure_threshold=1_000_000),
-        feeds=FeedSettings(interval_s=interval_s, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5),
-    )
+    feeds = FeedSettings(interval_s=interval_s, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5)
+    return command_gateway_settings("postal", bootstrap, tmp_path, suffix, database_url=database_url, feeds=feeds)
 
 
 @asynccontextmanager

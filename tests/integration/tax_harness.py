@@ -13,14 +13,8 @@ from typing import Any
 from adapters.tax.simulator import TaxSimulator
 from contracts.export import examples
 from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import (
-    CircuitSettings,
-    FollowUpSettings,
-    GatewaySettings,
-    KafkaSettings,
-    RetrySettings,
-    TopicSettings,
-)
+from gateway.settings import FollowUpSettings, GatewaySettings
+from tests.integration.command_gateway import command_gateway_settings
 from tests.integration.test_tax_client import tax_settings
 from tests.tax_keys import land_office
 
@@ -48,19 +42,8 @@ def command(code: str, *, sequence: int = 1, event_id: uuid.UUID | None = None) 
 
 
 def gateway_settings(bootstrap: str, directory: Path, suffix: str, database_url: str | None = None) -> GatewaySettings:
-    return GatewaySettings(
-        adapters=["tax"],
-        database_url=database_url or f"sqlite+aiosqlite:///{directory / f'tax-{suffix}.db'}",
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"tax-{suffix}"),
-        topics=TopicSettings(
-            input=f"unused.{suffix}", results=f"unused-results.{suffix}",
-            commands=f"onestop.commands.{{partner}}.{suffix}",
-            partner_events=f"gateway.partner-events.{{partner}}.{suffix}",
-        ),
-        retry=RetrySettings(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6]),
-        circuit=CircuitSettings(failure_threshold=1_000_000),
-        followups=FollowUpSettings(scan_interval_s=0.1, claim_s=5.0, backoff_initial_s=0.1, backoff_max_s=0.5),
-    )
+    followups = FollowUpSettings(scan_interval_s=0.1, claim_s=5.0, backoff_initial_s=0.1, backoff_max_s=0.5)
+    return command_gateway_settings("tax", bootstrap, directory, suffix, database_url=database_url, followups=followups)
 
 
 @asynccontextmanager
