@@ -1,10 +1,13 @@
-"""Settings of a gateway running one adapter's commands on topics private to one test (postal, tax harnesses)."""
+"""A gateway running one adapter's commands on topics private to one test: its settings, started and stopped."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.bootstrap import Gateway, start_gateway
 from gateway.settings import CircuitSettings, GatewaySettings, KafkaSettings, RetrySettings, TopicSettings
 
 
@@ -26,3 +29,16 @@ def command_gateway_settings(
         circuit=CircuitSettings(failure_threshold=1_000_000),
         **sections,
     )
+
+
+@asynccontextmanager
+async def running_gateway(
+    settings: GatewaySettings, supplied: Mapping[str, Any] | None
+) -> AsyncIterator[Gateway | None]:
+    """An in-process gateway on `settings`, its adapters' settings `supplied` (None: no gateway), stopped after."""
+    gw = None if supplied is None else await start_gateway(settings, serve_http=False, adapter_settings=supplied)
+    try:
+        yield gw
+    finally:
+        if gw is not None:
+            await gw.stop()

@@ -1,12 +1,12 @@
-"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database; and a
-topic of the test's own with a producer and a reader (tests/integration/feed_harness.TopicReader) on it."""
+"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database; a topic
+of the test's own with a producer and a reader (tests/integration/feed_harness.TopicReader) on it; no fault armed."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import faults
 from gateway.kafka_admin import ensure_topics
 from gateway.store import Store, create_engine, migrate, open_store
 from tests.integration.feed_harness import TopicReader
@@ -75,6 +76,14 @@ async def store_engine(store_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def disarmed() -> Iterator[None]:
+    """No fault point armed before the test, nor left armed after it."""
+    faults.disarm()
+    yield
+    faults.disarm()
 
 
 @pytest.fixture

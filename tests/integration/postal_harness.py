@@ -13,9 +13,9 @@ from typing import Any
 from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import PostalSimulator
 from contracts.export import examples
-from gateway.bootstrap import Gateway, start_gateway
+from gateway.bootstrap import Gateway
 from gateway.settings import FeedSettings, GatewaySettings
-from tests.integration.command_gateway import command_gateway_settings
+from tests.integration.command_gateway import command_gateway_settings, running_gateway
 from tests.integration.portal_harness import read_records
 
 KEY, SECRET, CUSTOMER = "gateway", "secret", "C0001"
@@ -66,22 +66,13 @@ async def postal_gateway(
     bootstrap: str, tmp_path: Path, *, start: bool = True, **knobs: Any
 ) -> AsyncIterator[PostalRun]:
     """The postal simulator and (unless start=False) an in-process gateway running the postal adapter."""
-    sim = PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs)
-    base_url = await sim.start()
     suffix = uuid.uuid4().hex[:8]
     settings = gateway_settings(bootstrap, tmp_path, suffix)
-    run = PostalRun(
-        bootstrap, sim, None, f"onestop.commands.postal.{suffix}", f"gateway.partner-events.postal.{suffix}", settings
-    )
-    try:
-        if start:
-            supplied = {"postal": postal_settings(base_url)}
-            run.gw = await start_gateway(settings, serve_http=False, adapter_settings=supplied)
-        yield run
-    finally:
-        if run.gw is not None:
-            await run.gw.stop()
-        await sim.stop()
+    commands, events = f"onestop.commands.postal.{suffix}", f"gateway.partner-events.postal.{suffix}"
+    async with PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs) as sim:
+        supplied = {"postal": postal_settings(sim.base_url)} if start else None
+        async with running_gateway(settings, supplied) as gw:
+            yield PostalRun(bootstrap, sim, gw, commands, events, settings)
 
 
 def decoded(records: Iterable[Any]) -> list[dict[str, Any]]:

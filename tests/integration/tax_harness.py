@@ -12,9 +12,9 @@ from typing import Any
 
 from adapters.tax.simulator import TaxSimulator
 from contracts.export import examples
-from gateway.bootstrap import Gateway, start_gateway
+from gateway.bootstrap import Gateway
 from gateway.settings import FollowUpSettings, GatewaySettings
-from tests.integration.command_gateway import command_gateway_settings
+from tests.integration.command_gateway import command_gateway_settings, running_gateway
 from tests.integration.test_tax_client import tax_settings
 from tests.tax_keys import land_office
 
@@ -51,19 +51,13 @@ async def tax_gateway(
     bootstrap: str, tmp_path: Path, *, schedule: dict[str, Any] | None = None, **knobs: Any
 ) -> AsyncIterator[TaxRun]:
     """The tax simulator and an in-process gateway running the tax adapter with a fast schedule."""
-    sim = TaxSimulator(land_office_cert=land_office().cert_pem, **knobs)
-    await sim.start()
     suffix = uuid.uuid4().hex[:8]
     settings = gateway_settings(bootstrap, tmp_path, suffix)
-    run = TaxRun(sim, None, f"onestop.commands.tax.{suffix}", f"gateway.partner-events.tax.{suffix}", settings)
-    try:
+    commands, events = f"onestop.commands.tax.{suffix}", f"gateway.partner-events.tax.{suffix}"
+    async with TaxSimulator(land_office_cert=land_office().cert_pem, **knobs) as sim:
         supplied = {"tax": tax_settings(sim, tmp_path, **{**FAST, **(schedule or {})})}
-        run.gw = await start_gateway(settings, serve_http=False, adapter_settings=supplied)
-        yield run
-    finally:
-        if run.gw is not None:
-            await run.gw.stop()
-        await sim.stop()
+        async with running_gateway(settings, supplied) as gw:
+            yield TaxRun(sim, gw, commands, events, settings)
 
 
 def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:

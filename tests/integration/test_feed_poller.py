@@ -25,7 +25,7 @@ from gateway.settings import FeedSettings
 from gateway.store import FeedStore, Lease, Store
 from tests.integration.feed_harness import FakePartner, Seen, TopicReader, assert_repeats_are_identical, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 PAGE = 4
 FAST = FeedSettings(interval_s=0.05, page_size=PAGE, lease_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.2)
@@ -38,13 +38,6 @@ def all_of(partner: FakePartner) -> Callable[[Seen], bool]:
 
 def polls(metrics: GatewayMetrics, feed: str, outcome: str) -> float:
     return metrics.series("gateway_feed_polls_total").get((("feed", feed), ("outcome", outcome)), 0.0)
-
-
-@pytest.fixture(autouse=True)
-def _disarmed() -> object:
-    faults.disarm()
-    yield None
-    faults.disarm()
 
 
 @pytest.fixture

@@ -30,19 +30,12 @@ from gateway.store import Store, StoredFollowUp
 from tests.integration.feed_harness import Seen, TopicReader, assert_repeats_are_identical, wait_for
 from tests.integration.followup_harness import ADAPTER, KIND, FakeHandler, event_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 FAST = FollowUpSettings(
     scan_interval_s=0.05, batch=50, concurrency=8, claim_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.4
 )
 TOLERANCE = timedelta(milliseconds=20)  # the database's clock and ours are the host's, read at other instants
-
-
-@pytest.fixture(autouse=True)
-def _disarmed() -> object:
-    faults.disarm()
-    yield None
-    faults.disarm()
 
 
 @pytest.fixture
