@@ -1,11 +1,17 @@
-"""Child processes for the kill -9 tests: a test module run with `python -m`, its output in a log file of its own."""
+"""Child processes of the tests: a module run with `python -m`, its output in a log file of its own (the kill -9
+tests), or a simulator announcing its address on its first line."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,3 +38,22 @@ async def exited(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> i
         proc.kill()
         await proc.wait()
         raise AssertionError("the child did not finish in time") from None
+
+
+@asynccontextmanager
+async def simulator_process(module: str, *args: str) -> AsyncIterator[dict[str, Any]]:
+    """`python -m module --port 0 *args`: the JSON of its first stdout line; after the block, SIGTERM must stop it
+    with exit code 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--port", "0", *args, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        first: dict[str, Any] = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        yield first
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
