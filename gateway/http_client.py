@@ -1,7 +1,7 @@
 """What the partner clients over HTTP share: the pooled session, transport failures, status classes, partner text.
 
 Reasons never carry a request body (it holds personal data); a partner's own text is collapsed, scrubbed by the
-client that knows what it sent, then bounded (`bounded`), since dead-letter headers and results keep it for good.
+client that knows what it sent, then bounded.
 """
 
 from __future__ import annotations
@@ -36,10 +36,8 @@ def pooled_session(
     connector: aiohttp.BaseConnector | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> aiohttp.ClientSession:
-    """One session for every call to a partner; create it inside the running loop (the connector needs it).
-
-    Without `connector`, a TCPConnector of `max_connections`, all of them for the one host.
-    """
+    """One session for every call to a partner: without `connector`, a TCPConnector of `max_connections`, all of
+    them for the one host."""
     own = connector is None
     pool = connector or aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
     return aiohttp.ClientSession(
@@ -167,8 +165,11 @@ def bounded(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
 
 
-def scrubbed_error(exc: GatewayError, scrub: Callable[[str], str]) -> GatewayError:
-    """A copy of `exc`, its reason passed through `scrub` and its partner code through `scrub_text`, both bounded.
+def scrubbed_error(
+    exc: GatewayError, scrub: Callable[[str], str], scrub_code: Callable[[str], str] = scrub_text
+) -> GatewayError:
+    """A copy of `exc`, its reason passed through `scrub` and its partner code (any string the partner chose)
+    through `scrub_code`, both bounded.
 
     A copy, not the original changed in place: one error may be shared by several waiters (a failed login's).
     """
@@ -176,5 +177,5 @@ def scrubbed_error(exc: GatewayError, scrub: Callable[[str], str]) -> GatewayErr
     scrubbed.reason = bounded(scrub(exc.reason))
     scrubbed.args = (scrubbed.reason,)
     if exc.partner_code is not None:
-        scrubbed.partner_code = bounded(scrub_text(exc.partner_code))  # any string the partner chose
+        scrubbed.partner_code = bounded(scrub_code(exc.partner_code))
     return scrubbed

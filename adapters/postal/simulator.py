@@ -111,7 +111,6 @@ ICT: Final = timezone(timedelta(hours=7))
 _MALFORMED_BODY: Final = b"<html><body><h1>502 Bad Gateway</h1>The upstream answered garbage.</body></html>"
 _S10_WEIGHTS: Final = (8, 6, 4, 2, 3, 5, 9, 7)
 
-
 Handler = Callable[[web.Request], Awaitable[tuple[int, dict[str, Any]]]]
 
 # Knob name → kind; every knob is a plain attribute of PostalSimulator, also settable over HTTP and the CLI.

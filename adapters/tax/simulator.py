@@ -103,7 +103,6 @@ _MALFORMED_BODY: Final = b"<html><body><h1>502 Bad Gateway</h1><p>The upstream a
 _MO_TA: Final = re.compile(r"<tns:MoTa>[^<]*</tns:MoTa>|<tns:MoTa/>")
 _OUTAGE_BODY: Final = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
 
-
 # Knob name → kind; every knob is a plain attribute of TaxSimulator, also settable over HTTP and the CLI.
 # "seconds?" is a duration or None (off); "hostile?" one of HOSTILE_KINDS or None.
 KNOBS: Final[Mapping[str, str]] = {

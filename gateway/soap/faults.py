@@ -9,7 +9,6 @@ instead of the dead-letter topic filling up. Anything else is a protocol error (
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from gateway.errors import (
     PartnerUnavailable,
     SignatureInvalid,
 )
-from gateway.http_client import MAX_RAW_CHARS, bounded, collapse
+from gateway.http_client import MAX_RAW_CHARS, bounded, collapse, scrubbed_error
 from gateway.logging import scrub_text
 from gateway.soap.transport import SOAP11_ENVELOPE_NS, SOAP12_ENVELOPE_NS
 from gateway.soap.xml import DOCTYPE, ENTITY, NOT_WELL_FORMED
@@ -177,13 +176,11 @@ def soap_errors(operation: str, *, known: Collection[str] = ()) -> Iterator[None
 
 
 def _renamed(exc: GatewayError, operation: str, known: Collection[str]) -> GatewayError:
-    # A copy, not the original changed in place: the same error may be shared by several waiters.
-    renamed = copy.copy(exc)
-    renamed.reason = bounded(f"{operation}: {scrub_text(exc.reason[:MAX_RAW_CHARS], known)}")
-    renamed.args = (renamed.reason,)
-    if exc.partner_code is not None:
-        renamed.partner_code = bounded(scrub_text(exc.partner_code, known))
-    return renamed
+    return scrubbed_error(
+        exc,
+        lambda reason: f"{operation}: {scrub_text(reason[:MAX_RAW_CHARS], known)}",
+        lambda code: scrub_text(code, known),
+    )
 
 
 def _scrubbed(text: str, known: Collection[str]) -> str:
