@@ -1,5 +1,5 @@
-"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database; a topic
-of the test's own with a producer and a reader (tests/integration/feed_harness.TopicReader) on it; no fault armed."""
+"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database. Also a
+topic of the test's own with a producer and a reader on it, and `disarmed` for tests that arm fault points."""
 
 from __future__ import annotations
 
