@@ -8,14 +8,10 @@ portal's messages repeat what it was sent (the applicant's name, ID number, phon
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
@@ -27,53 +23,31 @@ from gateway.errors import (
     GatewayError,
     PartnerProtocolError,
     PartnerRejected,
-    PartnerThrottled,
     PartnerUnavailable,
     PermanentError,
     SessionExpired,
+)
+from gateway.http_client import (
+    PooledClient,
+    bounded,
+    collapse,
+    json_object,
+    loose_json_object,
+    pooled_session,
+    raise_for_transient,
+    scrubbed_error,
+    transport_failures,
 )
 from gateway.logging import personal_values, scrub_text
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 DSTCODE_HEADER: Final = "dstcode"
 _JSON_HEADERS: Final = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
-# A reason or answer message as it leaves the client: dead-letter headers and results keep it, so bounded.
-_MAX_TEXT_CHARS: Final = 400
-# How much of a portal message is kept before scrubbing: bounds the scrubber's work (a few ms at most). The
-# cut to _MAX_TEXT_CHARS comes only after scrubbing, so it cannot leave half a name or number unrecognised
-# behind; a value split by this first cut sits thousands of characters past what is kept.
-_MAX_RAW_CHARS: Final = 10_000
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
-def _collapse(message: str) -> str:
-    return " ".join(message[:_MAX_RAW_CHARS].split())
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT_CHARS else text[: _MAX_TEXT_CHARS - 1] + "…"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class PortalClient:
+class PortalClient(PooledClient):
     """One portal account shared by every caller: a lazily opened session token and a pooled HTTP client.
 
     Raises only gateway.errors classes (plus RuntimeError when used before start()). It never retries except
@@ -90,7 +64,6 @@ class PortalClient:
         self._settings = settings
         self._session_factory = session_factory
         self._connector = connector
-        self._http: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._token: str | None = None
         # Single flight: concurrent callers that need a session share this one login instead of each logging
@@ -100,41 +73,18 @@ class PortalClient:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the HTTP client (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
+    def _open(self) -> aiohttp.ClientSession:
         if self._session_factory is not None:
-            self._http = self._session_factory()
-            return
-        limit = self._settings.max_connections
-        owner = self._connector is None
-        connector = self._connector or aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            connector_owner=owner,  # an injected connector belongs to whoever injected it
-            timeout=self._timeout,
-            raise_for_status=False,
-        )
+            return self._session_factory()
+        return pooled_session(self._settings.max_connections, self._timeout, connector=self._connector)
 
     async def close(self) -> None:
         """Close the HTTP client and forget the session token."""
         task, self._login_task = self._login_task, None
         if task is not None and not task.done():
             task.cancel()
-        http, self._http = self._http, None
         self._token = None
-        if http is not None:
-            await http.close()
-
-    async def __aenter__(self) -> PortalClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # --- operations ---------------------------------------------------------------------------------------
 
@@ -184,7 +134,7 @@ class PortalClient:
             answer, token = mapping.parse_login(raw, success_codes=self._success)
             if not answer.ok:
                 raise PartnerRejected(
-                    f"login: portal refused the account (error_code {answer.code}): {_collapse(answer.message)}",
+                    f"login: portal refused the account (error_code {answer.code}): {collapse(answer.message)}",
                     partner_code=answer.code,
                 )
             self._token = token
@@ -207,8 +157,8 @@ class PortalClient:
             answer = await self._exchange(op, service, params, idempotency_key)
         except GatewayError as exc:
             # `from None`: the unscrubbed original must not ride along as the new error's context.
-            raise self._scrubbed_error(exc, params) from None
-        message = _bounded(self._scrub(_collapse(answer.message), params))
+            raise scrubbed_error(exc, lambda text: self._scrub(text, params)) from None
+        message = bounded(self._scrub(collapse(answer.message), params))
         return replace(answer, message=message)
 
     def _scrub(self, text: str, params: Mapping[str, Any]) -> str:
@@ -216,15 +166,6 @@ class PortalClient:
         # cannot be recognised otherwise) and our credentials, should the portal repeat them.
         known = (*personal_values(params), self._settings.password.get_secret_value(), self._token or "")
         return scrub_text(text, known)
-
-    def _scrubbed_error(self, exc: GatewayError, params: Mapping[str, Any]) -> GatewayError:
-        # A copy, not the original changed in place: a failed login's error is shared by every waiting caller.
-        scrubbed = copy.copy(exc)
-        scrubbed.reason = _bounded(self._scrub(exc.reason, params))
-        scrubbed.args = (scrubbed.reason,)
-        if exc.partner_code is not None:
-            scrubbed.partner_code = _bounded(scrub_text(exc.partner_code))  # any string the portal chose
-        return scrubbed
 
     async def _exchange(
         self, op: str, service: str, params: Mapping[str, Any], idempotency_key: str
@@ -238,12 +179,12 @@ class PortalClient:
             answer = await self._service(op, token, service, params, headers)
             if answer.session_expired:
                 raise SessionExpired(
-                    f"{op}: session expired again right after a new login: {_collapse(answer.message)}",
+                    f"{op}: session expired again right after a new login: {collapse(answer.message)}",
                     partner_code=answer.code,
                 )
         if not answer.ok:
             raise PartnerRejected(
-                f"{op}: portal rejected the request (error_code {answer.code}): {_collapse(answer.message)}",
+                f"{op}: portal rejected the request (error_code {answer.code}): {collapse(answer.message)}",
                 partner_code=answer.code,
             )
         return answer
@@ -266,11 +207,9 @@ class PortalClient:
         Reasons name the operation and HTTP status, plus a 4xx answer's own message (scrubbed in `_call`): the
         request body holds personal data and never leaves here.
         """
-        http = self._http
-        if http is None:
-            raise RuntimeError("PortalClient.start() was not awaited")
+        http = self._session()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
+        with transport_failures(self._settings.timeout_s, op=op):
             async with http.post(
                 url,
                 data=data,
@@ -281,42 +220,20 @@ class PortalClient:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 raw = await resp.read()
-        except TimeoutError:
-            # asyncio.TimeoutError is TimeoutError on 3.11+, and aiohttp's ServerTimeoutError derives from it.
-            raise PartnerUnavailable(f"{op}: no answer within {self._settings.timeout_s:g}s") from None
-        except aiohttp.ClientError as exc:
-            # Connection refused/reset, server disconnected, truncated payload: all transient on our side.
-            raise PartnerUnavailable(f"{op}: {type(exc).__name__}") from None
         return self._decode(op, status, retry_after, raw)
 
     @staticmethod
     def _decode(op: str, status: int, retry_after: str | None, raw: bytes) -> Mapping[str, Any]:
-        if status == 429:
-            seconds = _retry_after(retry_after)
-            raise PartnerThrottled(f"{op}: HTTP 429", retry_after_s=seconds, partner_code="429")
-        if status >= 500 or status == 408:
-            raise PartnerUnavailable(f"{op}: HTTP {status}", partner_code=str(status))
+        raise_for_transient(status, retry_after, op=op)
         if 400 <= status < 500:
             raise PartnerRejected(f"{op}: HTTP {status}{_portal_message(raw)}", partner_code=str(status))
-        if not 200 <= status < 300:
-            raise PartnerProtocolError(f"{op}: unexpected HTTP {status}", partner_code=str(status))
-        try:
-            decoded = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise PartnerProtocolError(f"{op}: HTTP {status} with a body that is not JSON ({len(raw)} bytes)") from None
-        if not isinstance(decoded, dict):
-            raise PartnerProtocolError(f"{op}: HTTP {status} with JSON that is not an object")
-        return decoded
+        return json_object(status, raw, op=op)
 
 
 def _portal_message(raw: bytes) -> str:
     """`: <message>` from a JSON error body, or "" (a 4xx body is the portal's text, not our request)."""
-    try:
-        decoded = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    message = decoded.get("message") if isinstance(decoded, dict) else None
-    return f": {_collapse(str(message))}" if message else ""
+    message = loose_json_object(raw).get("message")
+    return f": {collapse(str(message))}" if message else ""
 
 
 def _consume_exception(task: asyncio.Task[str]) -> None:

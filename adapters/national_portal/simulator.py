@@ -7,12 +7,9 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import random
 import re
 import secrets
-import signal
-import sys
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
@@ -21,12 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.simulation import KNOBS_PATH as KNOBS_PATH
+from gateway.simulation import STATS_PATH as STATS_PATH
+from gateway.simulation import Simulator, argument_parser, knob_arguments, knob_number, knob_strings, run
+
 LOGIN_PATH = "/api/login"
 SERVICE_PATH = "/api/service"
-KNOBS_PATH = "/_sim/knobs"
 DOSSIERS_PATH = "/_sim/dossiers"
 DOSSIER_PATH = "/_sim/dossiers/{code}"
-STATS_PATH = "/_sim/stats"
 RESET_PATH = "/_sim/reset"
 
 SERVICE_SNAPSHOT = "DongBoHoSoMC"
@@ -125,29 +124,16 @@ def _coerce_bool(value: Any) -> bool:
 
 
 def _coerce_knob(name: str, value: Any) -> Any:
-    kind = _KNOB_TYPES.get(name)
-    if kind is None:
-        raise ValueError(f"unknown knob {name!r}; known: {sorted(_KNOB_TYPES)}")
+    kind = _KNOB_TYPES[name]
     if kind is bool:
         return _coerce_bool(value)
     if kind is list:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list | tuple | set | frozenset) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ValueError(f"{name} must be a list of strings")
+        return knob_strings(name, value)
     if kind is str:
         if name == "success_code_style" and value not in ("int", "str"):
             raise ValueError("success_code_style must be 'int' or 'str'")
         return str(value)
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0")
-    if name in _RATE_KNOBS and number > 1:
-        raise ValueError(f"{name} is a fraction between 0 and 1")
-    return math.ceil(number) if kind is int else number
+    return knob_number(name, value, fraction=name in _RATE_KNOBS, whole=kind is int)
 
 
 @dataclass
@@ -289,8 +275,11 @@ def _validate_snapshot(record: dict[str, Any], where: str) -> int:
     return status
 
 
-class PortalSimulator:
+class PortalSimulator(Simulator):
     """In-memory national portal: sessions, dossier snapshots, steps, ratings, idempotency, fault knobs."""
+
+    knob_names = _KNOB_TYPES
+    _coerce_knob = staticmethod(_coerce_knob)
 
     def __init__(
         self,
@@ -318,57 +307,18 @@ class PortalSimulator:
         self._applied_appends: set[bytes] = set()
         self.effects: list[tuple[str, str]] = []
         self._stats = _Stats()
-        self._app = self._build_app()
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
+        super().__init__(self._build_app())
 
     # ----- public API -------------------------------------------------------------------------
-
-    @property
-    def app(self) -> web.Application:
-        return self._app
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("simulator not started")
-        return self._base_url
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        # No access log: it costs ~15 % of throughput and benchmarks share two cores with the gateway.
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        self._base_url = f"http://{host}:{runner.addresses[0][1]}"
-        log.info("national portal simulator listening on %s", self._base_url)
-        return self._base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self._base_url = None
-
-    async def __aenter__(self) -> PortalSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def knobs(self) -> dict[str, Any]:
         return asdict(self._knobs)
 
-    def set_knobs(self, **kw: Any) -> dict[str, Any]:
-        """Validate every value first so a bad request changes nothing."""
-        coerced = {name: _coerce_knob(name, value) for name, value in kw.items()}
-        for name, value in coerced.items():
-            setattr(self._knobs, name, value)
-        self._reject_set = frozenset(self._knobs.reject_dossiers)
-        return self.knobs
+    def _set_knob(self, name: str, value: Any) -> None:
+        setattr(self._knobs, name, value)
+        if name == "reject_dossiers":
+            self._reject_set = frozenset(value)
 
     @property
     def dossiers(self) -> dict[str, dict[str, Any]]:
@@ -401,18 +351,10 @@ class PortalSimulator:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post(LOGIN_PATH, self._handle_login)
         app.router.add_post(SERVICE_PATH, self._handle_service)
-        app.router.add_get(KNOBS_PATH, self._get_knobs)
-        app.router.add_post(KNOBS_PATH, self._post_knobs)
         app.router.add_get(DOSSIERS_PATH, self._get_dossiers)
         app.router.add_get(DOSSIER_PATH, self._get_dossier)
-        app.router.add_get(STATS_PATH, self._get_stats)
         app.router.add_post(RESET_PATH, self._post_reset)
         return app
-
-    @staticmethod
-    def _json(obj: Any, status: int = 200) -> web.Response:
-        body = json.dumps(obj, ensure_ascii=False).encode()
-        return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
     @staticmethod
     def _raw(status: int, body: bytes) -> web.Response:
@@ -683,18 +625,6 @@ class PortalSimulator:
 
     # ----- inspection endpoints ---------------------------------------------------------------
 
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return self._json(self.knobs)
-
-    async def _post_knobs(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object of knob values")
-            return self._json(self.set_knobs(**body))
-        except ValueError as exc:
-            return self._json({"error": str(exc)}, status=400)
-
     async def _get_dossiers(self, request: web.Request) -> web.Response:
         return self._json(self.dossiers)
 
@@ -704,49 +634,31 @@ class PortalSimulator:
             return self._json({"error": "not found"}, status=404)
         return self._json(found)
 
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return self._json(self.stats)
-
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return self._json({"reset": True})
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = argument_parser(__doc__, _KNOB_TYPES)
     parser.add_argument("--username", default="gateway")
     parser.add_argument("--password", default="secret")
     parser.add_argument("--dstcode", default="H34")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--log-level", default="WARNING")
-    for name in _KNOB_TYPES:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help="knob")
     return parser.parse_args(argv)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    knobs = {name: getattr(args, name) for name in _KNOB_TYPES if getattr(args, name) is not None}
-    sim = PortalSimulator(username=args.username, password=args.password, dstcode=args.dstcode, seed=args.seed, **knobs)
-    base_url = await sim.start(args.host, args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # The first stdout line is the contract with benchmark scripts that start us as a subprocess.
-    sys.stdout.write(json.dumps({"base_url": base_url}) + "\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+def _build(args: argparse.Namespace) -> PortalSimulator:
+    return PortalSimulator(
+        username=args.username,
+        password=args.password,
+        dstcode=args.dstcode,
+        seed=args.seed,
+        **knob_arguments(args, _KNOB_TYPES),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    asyncio.run(_serve(args))
+    run(_parse_args(argv), _build)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import unicodedata
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -33,9 +29,19 @@ from gateway.errors import (
     InvalidMessage,
     PartnerProtocolError,
     PartnerRejected,
-    PartnerThrottled,
     PartnerUnavailable,
     SessionExpired,
+)
+from gateway.http_client import (
+    PooledClient,
+    bounded,
+    collapse,
+    json_object,
+    loose_json_object,
+    pooled_session,
+    raise_for_transient,
+    scrubbed_error,
+    transport_failures,
 )
 from gateway.logging import personal_values, scrub_text
 
@@ -56,11 +62,6 @@ _RECORD_FIELDS: Final = (
     ("Notes", False),
 )
 _JSON_HEADERS: Final = {"Accept": "application/json"}
-# A reason or answer message as it leaves the client: dead-letter headers and results keep it, so bounded.
-_MAX_TEXT_CHARS: Final = 400
-# How much of a partner message is kept before scrubbing (bounds the scrubber's work); the cut to
-# _MAX_TEXT_CHARS comes after scrubbing, so it cannot leave half a name behind unrecognised.
-_MAX_RAW_CHARS: Final = 10_000
 
 log = structlog.get_logger(__name__)
 
@@ -114,32 +115,6 @@ class _Token:
     refresh_at: float  # loop time after which it is no longer handed out
 
 
-def _collapse(message: str) -> str:
-    return " ".join(message[:_MAX_RAW_CHARS].split())
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT_CHARS else text[: _MAX_TEXT_CHARS - 1] + "…"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _text(value: Any) -> str:
     """A partner's scalar as a string ("" for null): codes come as numbers or strings."""
     if value is None:
@@ -171,7 +146,7 @@ def _partner_code_and_message(body: Mapping[str, Any]) -> tuple[str, str]:
     """(`Code`, `Message`) of an answer, or the OAuth2 (`error`, `error_description`) pair."""
     code = body.get("Code", body.get("error"))
     message = body.get("Message", body.get("error_description"))
-    return _text(code), _collapse(_text(message))
+    return _text(code), collapse(_text(message))
 
 
 def _consume_exception(task: asyncio.Task[_Token]) -> None:
@@ -180,7 +155,7 @@ def _consume_exception(task: asyncio.Task[_Token]) -> None:
         task.exception()
 
 
-class PostalClient:
+class PostalClient(PooledClient):
     """One postal account shared by every caller: a cached OAuth2 token and one pooled HTTP client.
 
     Raises only gateway.errors classes (plus RuntimeError when used before start() and ValueError for a page
@@ -193,7 +168,6 @@ class PostalClient:
 
     def __init__(self, settings: PostalSettings) -> None:
         self._settings = settings
-        self._http: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._token: _Token | None = None
         # Single flight: concurrent callers that need a token wait for this one request instead of each
@@ -207,35 +181,16 @@ class PostalClient:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the pooled HTTP client (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
-        limit = self._settings.max_connections
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
-            timeout=self._timeout,
-            raise_for_status=False,
-        )
+    def _open(self) -> aiohttp.ClientSession:
+        return pooled_session(self._settings.max_connections, self._timeout)
 
     async def close(self) -> None:
         """Close the HTTP client and forget the token."""
         task, self._refresh = self._refresh, None
         if task is not None and not task.done():
             task.cancel()
-        http, self._http = self._http, None
         self._token = None
-        if http is not None:
-            await http.close()
-
-    async def __aenter__(self) -> PostalClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # --- operations ---------------------------------------------------------------------------------------
 
@@ -361,11 +316,11 @@ class PostalClient:
             return await call
         except GatewayError as exc:
             # `from None`: the unscrubbed original must not ride along as the new error's context.
-            raise self._scrubbed_error(exc, sent) from None
+            raise scrubbed_error(exc, lambda text: self._scrub(text, sent)) from None
 
     def _scrubbed_answer(self, answer: OrderAnswer, sent: Mapping[str, Any]) -> OrderAnswer:
-        message = _bounded(self._scrub(answer.raw_message, sent))
-        return replace(answer, raw_code=_bounded(scrub_text(answer.raw_code)), raw_message=message)
+        message = bounded(self._scrub(answer.raw_message, sent))
+        return replace(answer, raw_code=bounded(scrub_text(answer.raw_code)), raw_message=message)
 
     def _scrub(self, text: str, sent: Mapping[str, Any]) -> str:
         # Besides what has a recognisable shape, the personal values we sent (names and addresses cannot be
@@ -377,15 +332,6 @@ class PostalClient:
             self._token.value if self._token is not None else "",
         )
         return scrub_text(text, known)
-
-    def _scrubbed_error(self, exc: GatewayError, sent: Mapping[str, Any]) -> GatewayError:
-        # A copy, not the original changed in place: a failed token request's error is shared by every waiter.
-        scrubbed = copy.copy(exc)
-        scrubbed.reason = _bounded(self._scrub(exc.reason, sent))
-        scrubbed.args = (scrubbed.reason,)
-        if exc.partner_code is not None:
-            scrubbed.partner_code = _bounded(scrub_text(exc.partner_code))  # any string the partner chose
-        return scrubbed
 
     # --- token --------------------------------------------------------------------------------------------
 
@@ -414,7 +360,7 @@ class PostalClient:
             form = {"grant_type": "client_credentials"}
             reply = await self._send(op, "POST", settings.token_url, headers=headers, data=form)
             if reply.status in (400, 401):
-                code, _ = _partner_code_and_message(self._loose_json(reply.raw))
+                code, _ = _partner_code_and_message(loose_json_object(reply.raw))
                 described = f", {code}" if code else ""
                 raise PartnerUnavailable(
                     f"{op}: credentials refused (HTTP {reply.status}{described})",
@@ -492,10 +438,8 @@ class PostalClient:
 
         Reasons name the operation and the HTTP status only: the request holds personal data and never leaves.
         """
-        http = self._http
-        if http is None:
-            raise RuntimeError("PostalClient.start() was not awaited")
-        try:
+        http = self._session()
+        with transport_failures(self._settings.timeout_s, op=op):
             async with http.request(
                 method,
                 url,
@@ -506,43 +450,15 @@ class PostalClient:
                 allow_redirects=False,
             ) as resp:
                 return _Reply(resp.status, resp.headers.get("Retry-After"), await resp.read())
-        except TimeoutError:
-            # asyncio.TimeoutError is TimeoutError on 3.11+, and aiohttp's ServerTimeoutError derives from it.
-            raise PartnerUnavailable(f"{op}: no answer within {self._settings.timeout_s:g}s") from None
-        except aiohttp.ClientError as exc:
-            # Connection refused/reset, server disconnected, truncated payload: all transient on our side.
-            raise PartnerUnavailable(f"{op}: {type(exc).__name__}") from None
-
-    def _decode(self, op: str, reply: _Reply) -> Mapping[str, Any]:
-        """The JSON object of a 2xx or 4xx answer; everything else raises its class."""
-        status = reply.status
-        if status == 429:
-            seconds = _retry_after(reply.retry_after)
-            raise PartnerThrottled(f"{op}: HTTP 429", retry_after_s=seconds, partner_code="429")
-        if status >= 500 or status == 408:
-            raise PartnerUnavailable(f"{op}: HTTP {status}", partner_code=str(status))
-        if 400 <= status < 500:
-            # A refusal's body is the partner's text, not ours; one without JSON is still a refusal.
-            return self._loose_json(reply.raw)
-        if not 200 <= status < 300:
-            raise PartnerProtocolError(f"{op}: unexpected HTTP {status}", partner_code=str(status))
-        try:
-            decoded = json.loads(reply.raw)
-        except (ValueError, UnicodeDecodeError):
-            raise PartnerProtocolError(
-                f"{op}: HTTP {status} with a body that is not JSON ({len(reply.raw)} bytes)"
-            ) from None
-        if not isinstance(decoded, dict):
-            raise PartnerProtocolError(f"{op}: HTTP {status} with JSON that is not an object")
-        return decoded
 
     @staticmethod
-    def _loose_json(raw: bytes) -> Mapping[str, Any]:
-        try:
-            decoded = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return {}
-        return decoded if isinstance(decoded, dict) else {}
+    def _decode(op: str, reply: _Reply) -> Mapping[str, Any]:
+        """The JSON object of a 2xx or 4xx answer; everything else raises its class."""
+        raise_for_transient(reply.status, reply.retry_after, op=op)
+        if 400 <= reply.status < 500:
+            # A refusal's body is the partner's text, not ours; one without JSON is still a refusal.
+            return loose_json_object(reply.raw)
+        return json_object(reply.status, reply.raw, op=op)
 
 
 def _json_default(value: Any) -> Any:

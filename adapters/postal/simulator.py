@@ -17,12 +17,9 @@ import base64
 import binascii
 import contextlib
 import json
-import logging
 import math
 import random
 import secrets
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,12 +28,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.simulation import KNOBS_PATH as KNOBS_PATH
+from gateway.simulation import STATS_PATH as STATS_PATH
+from gateway.simulation import Simulator, argument_parser, knob_arguments, knob_bool, knob_number, knob_strings, run
+
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a URL path, not a secret
 ORDER_PATH: Final = "/api/orders"
 CANCEL_PATH: Final = "/api/orders/cancel"
 TRACKING_PATH: Final = "/api/tracking"
-KNOBS_PATH: Final = "/_sim/knobs"
-STATS_PATH: Final = "/_sim/stats"
 ADVANCE_PATH: Final = "/_sim/advance"
 REVOKE_PATH: Final = "/_sim/revoke"
 
@@ -112,8 +111,6 @@ ICT: Final = timezone(timedelta(hours=7))
 _MALFORMED_BODY: Final = b"<html><body><h1>502 Bad Gateway</h1>The upstream answered garbage.</body></html>"
 _S10_WEIGHTS: Final = (8, 6, 4, 2, 3, 5, 9, 7)
 
-log = logging.getLogger(__name__)
-
 Handler = Callable[[web.Request], Awaitable[tuple[int, dict[str, Any]]]]
 
 # Knob name → kind; every knob is a plain attribute of PostalSimulator, also settable over HTTP and the CLI.
@@ -135,30 +132,12 @@ _RATES: Final = frozenset({"error_rate", "throttle_rate", "fail_delivery_rate"})
 
 
 def _coerce_knob(name: str, value: Any) -> Any:
-    kind = KNOBS.get(name)
-    if kind is None:
-        raise ValueError(f"unknown knob {name!r}; known: {sorted(KNOBS)}")
+    kind = KNOBS[name]
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{name} must be a boolean")
-        return text in ("true", "1", "yes")
+        return knob_bool(name, value)
     if kind is set:
-        if isinstance(value, str):
-            return {v.strip() for v in value.split(",") if v.strip()}
-        if isinstance(value, list | tuple | set | frozenset) and all(isinstance(v, str) for v in value):
-            return set(value)
-        raise ValueError(f"{name} must be a list of strings")
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0")
-    if name in _RATES and number > 1:
-        raise ValueError(f"{name} is a fraction between 0 and 1")
-    return math.ceil(number) if kind is int else number
+        return set(knob_strings(name, value))
+    return knob_number(name, value, fraction=name in _RATES, whole=kind is int)
 
 
 class _Refused(Exception):
@@ -190,7 +169,7 @@ def _s10(serial: int, prefix: str = "EB") -> str:
     return f"{prefix}{digits}{check}VN"
 
 
-class PostalSimulator:
+class PostalSimulator(Simulator):
     """In-memory postal service: tokens, orders keyed by OrderNumber, a tracking feed and fault knobs.
 
     Knobs are attributes (change them while it serves): `latency_s`, `error_rate` (HTTP 500), `throttle_rate`
@@ -200,6 +179,9 @@ class PostalSimulator:
     `reject_orders` (refused with HTTP 422, in a message that repeats the receiver's name, address and phone
     as real services do), `token_ttl_s`, `tick_s` (0: orders move only on `advance()`).
     """
+
+    knob_names = KNOBS
+    _coerce_knob = staticmethod(_coerce_knob)
 
     def __init__(
         self,
@@ -242,34 +224,15 @@ class PostalSimulator:
         self.unauthorized = 0
         self.injected: dict[str, int] = dict.fromkeys(("outage", "error", "throttle", "malformed"), 0)
         self._serial = 0
-        self._app = self._build_app()
-        self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._base_url: str | None = None
+        super().__init__(self._build_app())
 
     # ----- public API -------------------------------------------------------------------------
 
-    @property
-    def app(self) -> web.Application:
-        return self._app
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("simulator not started")
-        return self._base_url
-
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        # No access log: benchmarks share two cores with the gateway.
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        self._base_url = f"http://{host}:{runner.addresses[0][1]}"
+        base_url = await super().start(host, port)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        log.info("postal simulator listening on %s", self._base_url)
-        return self._base_url
+        return base_url
 
     async def stop(self) -> None:
         ticker, self._ticker = self._ticker, None
@@ -277,28 +240,7 @@ class PostalSimulator:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self._base_url = None
-
-    async def __aenter__(self) -> PostalSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def knobs(self) -> dict[str, Any]:
-        return {name: sorted(v) if isinstance(v := getattr(self, name), set) else v for name in KNOBS}
-
-    def set_knobs(self, **kw: Any) -> dict[str, Any]:
-        """Set knobs from loose values (HTTP, CLI); every value is checked first so a bad one changes nothing."""
-        coerced = {name: _coerce_knob(name, value) for name, value in kw.items()}
-        for name, value in coerced.items():
-            setattr(self, name, value)
-        return self.knobs
+        await super().stop()
 
     def revoke_tokens(self) -> int:
         """Forget every access token at once (expiry mid-run); returns how many were live."""
@@ -391,17 +333,9 @@ class PostalSimulator:
         app.router.add_post(ORDER_PATH, self._route("create", self._create))
         app.router.add_post(CANCEL_PATH, self._route("cancel", self._cancel))
         app.router.add_get(TRACKING_PATH, self._route("tracking", self._tracking))
-        app.router.add_get(KNOBS_PATH, self._get_knobs)
-        app.router.add_post(KNOBS_PATH, self._post_knobs)
-        app.router.add_get(STATS_PATH, self._get_stats)
         app.router.add_post(ADVANCE_PATH, self._post_advance)
         app.router.add_post(REVOKE_PATH, self._post_revoke)
         return app
-
-    @staticmethod
-    def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-        body = json.dumps(obj, ensure_ascii=False).encode()
-        return web.Response(body=body, status=status, headers=headers, content_type="application/json", charset="utf-8")
 
     def _hit(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate
@@ -609,21 +543,6 @@ class PostalSimulator:
 
     # ----- inspection endpoints ---------------------------------------------------------------
 
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return self._json(self.knobs)
-
-    async def _post_knobs(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object of knob values")
-            return self._json(self.set_knobs(**body))
-        except ValueError as exc:
-            return self._json({"error": str(exc)}, status=400)
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return self._json(self.stats)
-
     async def _post_advance(self, request: web.Request) -> web.Response:
         steps = request.query.get("steps", "1")
         if not steps.isdigit():
@@ -635,48 +554,27 @@ class PostalSimulator:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = argument_parser(__doc__, KNOBS)
     parser.add_argument("--client-key", default="gateway")
     parser.add_argument("--client-secret", default="secret")
     parser.add_argument("--customer-code", default=None)
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-page-size", type=int, default=100)
-    parser.add_argument("--log-level", default="WARNING")
-    for name in KNOBS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help="knob")
     return parser.parse_args(argv)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    knobs = {name: getattr(args, name) for name in KNOBS if getattr(args, name) is not None}
-    sim = PostalSimulator(
+def _build(args: argparse.Namespace) -> PostalSimulator:
+    return PostalSimulator(
         client_key=args.client_key,
         client_secret=args.client_secret,
         customer_code=args.customer_code,
         seed=args.seed,
         max_page_size=args.max_page_size,
-        **knobs,
+        **knob_arguments(args, KNOBS),
     )
-    base_url = await sim.start(args.host, args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # The first stdout line is the contract with scripts that start us as a subprocess.
-    sys.stdout.write(json.dumps({"base_url": base_url}) + "\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    asyncio.run(_serve(args))
+    run(_parse_args(argv), _build)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,9 @@ import base64
 import datetime as dt
 import functools
 import hashlib
-import json
-import logging
-import math
 import random
 import re
 import secrets
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,13 +53,15 @@ from signxml.exceptions import SignXMLException
 from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
+from gateway.simulation import KNOBS_PATH as KNOBS_PATH
+from gateway.simulation import STATS_PATH as STATS_PATH
+from gateway.simulation import Simulator, argument_parser, knob_arguments, knob_bool, knob_number, knob_strings, run
+
 CONTRACT_DIR: Final = Path(__file__).resolve().parents[2] / "contracts" / "tax"
 WSDL_PATH: Final = CONTRACT_DIR / "tax-interconnect.v1.wsdl"
 XSD_PATH: Final = CONTRACT_DIR / "tax-interconnect.v1.xsd"
 
 SERVICE_PATH: Final = "/tax-interconnect/v1"
-KNOBS_PATH: Final = "/_sim/knobs"
-STATS_PATH: Final = "/_sim/stats"
 DTD_PATH: Final = "/_sim/external.dtd"
 VOUCHER_PATH: Final = "/_sim/chungtu"
 
@@ -106,8 +103,6 @@ _MALFORMED_BODY: Final = b"<html><body><h1>502 Bad Gateway</h1><p>The upstream a
 _MO_TA: Final = re.compile(r"<tns:MoTa>[^<]*</tns:MoTa>|<tns:MoTa/>")
 _OUTAGE_BODY: Final = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
 
-log = logging.getLogger(__name__)
-
 # Knob name → kind; every knob is a plain attribute of TaxSimulator, also settable over HTTP and the CLI.
 # "seconds?" is a duration or None (off); "hostile?" one of HOSTILE_KINDS or None.
 KNOBS: Final[Mapping[str, str]] = {
@@ -128,36 +123,18 @@ KNOBS: Final[Mapping[str, str]] = {
 
 
 def _coerce_knob(name: str, value: Any) -> Any:
-    kind = KNOBS.get(name)
-    if kind is None:
-        raise ValueError(f"unknown knob {name!r}; known: {sorted(KNOBS)}")
+    kind = KNOBS[name]
     if kind.endswith("?") and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{name} must be a boolean")
-        return text in ("true", "1", "yes")
+        return knob_bool(name, value)
     if kind == "set":
-        if isinstance(value, str):
-            return {v.strip() for v in value.split(",") if v.strip()}
-        if isinstance(value, list | tuple | set | frozenset) and all(isinstance(v, str) for v in value):
-            return set(value)
-        raise ValueError(f"{name} must be a list of strings")
+        return set(knob_strings(name, value))
     if kind == "hostile?":
         if value not in HOSTILE_KINDS:
             raise ValueError(f"{name} must be one of {list(HOSTILE_KINDS)} or null")
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0")
-    if kind == "rate" and number > 1:
-        raise ValueError(f"{name} is a fraction between 0 and 1")
-    return math.ceil(number) if kind == "count" else number
+    return knob_number(name, value, fraction=kind == "rate", whole=kind == "count")
 
 
 # ----- Keys -------------------------------------------------------------------------------------------------------
@@ -329,8 +306,11 @@ def _fingerprint(form: Any) -> tuple[tuple[str, str], ...]:
     return tuple(leaves)
 
 
-class TaxSimulator:
+class TaxSimulator(Simulator):
     """In-memory tax office speaking contracts/tax/tax-interconnect.v1.wsdl; knobs in the module docstring."""
+
+    knob_names = KNOBS
+    _coerce_knob = staticmethod(_coerce_knob)
 
     def __init__(
         self,
@@ -364,9 +344,7 @@ class TaxSimulator:
         self.deep_levels = 5000
         self.set_knobs(**knobs)
         self._reset_state()
-        self._app = self._build_app()
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
+        super().__init__(self._build_app())
 
     def _reset_state(self) -> None:
         self.submissions: dict[str, str] = {}  # MaYeuCau → MaTiepNhan, for every submission applied
@@ -384,16 +362,6 @@ class TaxSimulator:
     # ----- public API -------------------------------------------------------------------------
 
     @property
-    def app(self) -> web.Application:
-        return self._app
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("simulator not started")
-        return self._base_url
-
-    @property
     def endpoint_url(self) -> str:
         """The SOAP endpoint (what GATEWAY_TAX_BASE_URL points at)."""
         return self.base_url + SERVICE_PATH
@@ -406,34 +374,11 @@ class TaxSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0: any free port); returns the base URL (the endpoint is SERVICE_PATH under it)."""
         contract_schema()  # loaded now, so the first request is not slower than the others (client timeouts)
-        # No access log: the simulator shares two cores with the gateway in benchmarks and demos.
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        self._base_url = f"http://{host}:{runner.addresses[0][1]}"
-        log.info("tax simulator listening on %s", self.endpoint_url)
-        return self._base_url
+        return await super().start(host, port)
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self._base_url = None
-
-    @property
-    def knobs(self) -> dict[str, Any]:
-        """Current knob values (sets as sorted lists, so the result is JSON)."""
-        values = {name: getattr(self, name) for name in KNOBS}
-        return {k: sorted(v) if isinstance(v, set) else v for k, v in values.items()}
-
-    def set_knobs(self, **values: Any) -> dict[str, Any]:
-        """Set knobs by name (validated all first: a bad value changes nothing); returns every knob's value."""
-        coerced = {name: _coerce_knob(name, value) for name, value in values.items()}
-        for name, value in coerced.items():
-            setattr(self, name, value)
-        return self.knobs
+    def first_line(self) -> dict[str, Any]:
+        cert = self.tax_office_cert_pem.decode()
+        return {**super().first_line(), "endpoint": self.endpoint_url, "tax_office_cert_pem": cert}
 
     def reset(self) -> None:
         """Forget every dossier, receipt and counter (knobs stay)."""
@@ -708,9 +653,6 @@ class TaxSimulator:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_post(SERVICE_PATH, self._serve)
         app.router.add_get(SERVICE_PATH, self._describe)
-        app.router.add_get(KNOBS_PATH, self._get_knobs)
-        app.router.add_post(KNOBS_PATH, self._post_knobs)
-        app.router.add_get(STATS_PATH, self._get_stats)
         app.router.add_get(DTD_PATH, self._external_dtd)
         app.router.add_get(VOUCHER_PATH + "/{name}", self._voucher_file)
         return app
@@ -895,48 +837,22 @@ class TaxSimulator:
         body = b"%PDF-1.4\n% simulated payment voucher " + name.encode("ascii", "replace") + b"\n%%EOF\n"
         return web.Response(body=body, content_type="application/pdf")
 
-    @staticmethod
-    def _json(obj: Any, status: int = 200) -> web.Response:
-        return web.Response(text=json.dumps(obj, ensure_ascii=False), status=status, content_type="application/json")
-
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return self._json(self.knobs)
-
-    async def _post_knobs(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object of knob values")
-            return self._json(self.set_knobs(**body))
-        except ValueError as exc:
-            return self._json({"error": str(exc)}, status=400)
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return self._json(self.stats)
-
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = argument_parser(__doc__, KNOBS)
     parser.add_argument("--land-office-cert", required=True, type=Path, help="PEM: verifies the forms' signatures")
     parser.add_argument("--tax-office-key", type=Path, default=None, help="PEM key signing notices (default: new)")
     parser.add_argument("--tax-office-cert", type=Path, default=None, help="PEM certificate of --tax-office-key")
     parser.add_argument("--write-tax-office-cert", type=Path, default=None, help="write the notices' certificate here")
     parser.add_argument("--username", default="gateway")
     parser.add_argument("--password", default="secret")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--log-level", default="WARNING")
-    for name in KNOBS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help="knob")
     args = parser.parse_args(None if argv is None else list(argv))
     if (args.tax_office_key is None) != (args.tax_office_cert is None):
         parser.error("--tax-office-key and --tax-office-cert go together")
     return args
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    knobs = {name: getattr(args, name) for name in KNOBS if getattr(args, name) is not None}
+def _build(args: argparse.Namespace) -> TaxSimulator:
     tax_office = None
     if args.tax_office_key is not None:
         tax_office = Identity(args.tax_office_key.read_bytes(), args.tax_office_cert.read_bytes())
@@ -946,29 +862,15 @@ async def _serve(args: argparse.Namespace) -> None:
         username=args.username,
         password=args.password,
         seed=args.seed,
-        **knobs,
+        **knob_arguments(args, KNOBS),
     )
     if args.write_tax_office_cert is not None:
         args.write_tax_office_cert.write_bytes(sim.tax_office_cert_pem)
-    base_url = await sim.start(args.host, args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # The first stdout line is the contract with scripts that start us as a subprocess.
-    first = {"base_url": base_url, "endpoint": sim.endpoint_url, "tax_office_cert_pem": sim.tax_office_cert_pem}
-    sys.stdout.write(json.dumps(first, default=bytes.decode) + "\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+    return sim
 
 
 def main(argv: Iterable[str] | None = None) -> None:
-    args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    asyncio.run(_serve(args))
+    run(_parse_args(argv), _build)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ instead of the dead-letter topic filling up. Anything else is a protocol error (
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,14 +27,10 @@ from gateway.errors import (
     PartnerUnavailable,
     SignatureInvalid,
 )
+from gateway.http_client import MAX_RAW_CHARS, bounded, collapse, scrubbed_error
 from gateway.logging import scrub_text
 from gateway.soap.transport import SOAP11_ENVELOPE_NS, SOAP12_ENVELOPE_NS
 from gateway.soap.xml import DOCTYPE, ENTITY, NOT_WELL_FORMED
-
-# Reasons end up in dead-letter headers (kept for good), results and logs: bounded, after scrubbing.
-_MAX_TEXT_CHARS: Final = 400
-# Cut before scrubbing to bound the scrubber's work; far longer than what is kept (see the portal client).
-_MAX_RAW_CHARS: Final = 10_000
 
 _REJECTED: Final = frozenset({"Client", "Sender"})
 _UNAVAILABLE: Final = frozenset({"Server", "Receiver"})
@@ -112,19 +107,19 @@ def fault_from_element(fault: etree._Element) -> FaultInfo:
 
 def classify(fault: FaultInfo, *, known: Collection[str] = ()) -> GatewayError:
     """The gateway.errors class of a fault; `known` are values we sent that the text must not repeat."""
-    code = _bounded(scrub_text(fault.partner_code, known))
+    code = bounded(scrub_text(fault.partner_code, known))
     text = _scrubbed(fault.reason, known) or "(no reason given)"
     names = {fault.code, *fault.subcodes}
     if names & _CREDENTIALS:
         return PartnerUnavailable(
-            _bounded(f"SOAP fault {code}: the partner refused our credentials: {text}"), partner_code=code
+            bounded(f"SOAP fault {code}: the partner refused our credentials: {text}"), partner_code=code
         )
     if fault.code in _REJECTED:
-        return PartnerRejected(_bounded(f"SOAP fault {code}: {text}"), partner_code=code)
+        return PartnerRejected(bounded(f"SOAP fault {code}: {text}"), partner_code=code)
     if fault.code in _UNAVAILABLE:
-        return PartnerUnavailable(_bounded(f"SOAP fault {code}: {text}"), partner_code=code)
+        return PartnerUnavailable(bounded(f"SOAP fault {code}: {text}"), partner_code=code)
     return PartnerProtocolError(
-        _bounded(f"SOAP fault {code} (neither a client nor a server fault): {text}"), partner_code=code
+        bounded(f"SOAP fault {code} (neither a client nor a server fault): {text}"), partner_code=code
     )
 
 
@@ -181,18 +176,12 @@ def soap_errors(operation: str, *, known: Collection[str] = ()) -> Iterator[None
 
 
 def _renamed(exc: GatewayError, operation: str, known: Collection[str]) -> GatewayError:
-    # A copy, not the original changed in place: the same error may be shared by several waiters.
-    renamed = copy.copy(exc)
-    renamed.reason = _bounded(f"{operation}: {scrub_text(exc.reason[:_MAX_RAW_CHARS], known)}")
-    renamed.args = (renamed.reason,)
-    if exc.partner_code is not None:
-        renamed.partner_code = _bounded(scrub_text(exc.partner_code, known))
-    return renamed
+    return scrubbed_error(
+        exc,
+        lambda reason: f"{operation}: {scrub_text(reason[:MAX_RAW_CHARS], known)}",
+        lambda code: scrub_text(code, known),
+    )
 
 
 def _scrubbed(text: str, known: Collection[str]) -> str:
-    return _bounded(scrub_text(" ".join(text[:_MAX_RAW_CHARS].split()), known))
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT_CHARS else text[: _MAX_TEXT_CHARS - 1] + "…"
+    return bounded(scrub_text(collapse(text), known))

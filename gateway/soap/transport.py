@@ -13,10 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 from urllib.parse import unquote, urlparse
 
@@ -25,13 +22,8 @@ import structlog
 from lxml import etree
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import (
-    HostileXml,
-    PartnerProtocolError,
-    PartnerRejected,
-    PartnerThrottled,
-    PartnerUnavailable,
-)
+from gateway.errors import HostileXml, PartnerProtocolError, PartnerRejected, PartnerUnavailable
+from gateway.http_client import PooledClient, pooled_session, throttled, transport_failures
 from gateway.soap.xml import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, OVERSIZE, parse_xml
 
 log = structlog.get_logger(__name__)
@@ -97,24 +89,6 @@ def body_sha256(envelope: etree._Element) -> str:
     return hashlib.sha256(etree.tostring(body, method="c14n", exclusive=True, with_comments=False)).hexdigest()
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 @dataclass(slots=True)
 class _Body:
     data: bytes = b""
@@ -122,7 +96,7 @@ class _Body:
     received: int = 0
 
 
-class SoapTransport:
+class SoapTransport(PooledClient):
     """A zeep transport over one pooled aiohttp session; give it to `gateway.soap.client.build_client`.
 
     Raises only gateway.errors classes from `post_xml` (plus RuntimeError when used before start()), and
@@ -150,42 +124,15 @@ class SoapTransport:
         self._max_depth = max_depth
         self._connector = connector
         self._user_agent = user_agent
-        self._http: aiohttp.ClientSession | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the pooled session (idempotent); the connector must be created inside the running loop."""
-        if self._http is not None:
-            return
-        owner = self._connector is None
-        limit = self._max_connections
-        connector = self._connector or aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            connector_owner=owner,  # an injected connector belongs to whoever injected it
-            timeout=self._timeout,
-            raise_for_status=False,
-            headers={"User-Agent": self._user_agent},
-        )
-
-    async def close(self) -> None:
-        """Close the session and its connections."""
-        http, self._http = self._http, None
-        if http is not None:
-            await http.close()
+    def _open(self) -> aiohttp.ClientSession:
+        headers = {"User-Agent": self._user_agent}
+        return pooled_session(self._max_connections, self._timeout, connector=self._connector, headers=headers)
 
     async def aclose(self) -> None:
         """zeep's name for close (AsyncClient.__aexit__ calls it)."""
-        await self.close()
-
-    async def __aenter__(self) -> SoapTransport:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
         await self.close()
 
     # --- contracts (zeep calls this while it builds the client) -------------------------------------------
@@ -248,21 +195,13 @@ class SoapTransport:
     async def _post(
         self, address: str, message: bytes, headers: Mapping[str, str]
     ) -> tuple[int, CIMultiDict[str], _Body]:
-        http = self._http
-        if http is None:
-            raise RuntimeError("SoapTransport.start() was not awaited")
-        try:
+        http = self._session()
+        with transport_failures(self._timeout_s):
             async with http.post(
                 address, data=message, headers=dict(headers), timeout=self._timeout, allow_redirects=False
             ) as resp:
                 body = await self._read(resp)
                 return resp.status, CIMultiDict(resp.headers), body
-        except TimeoutError:
-            # asyncio.TimeoutError is TimeoutError on 3.11+, and aiohttp's ServerTimeoutError derives from it.
-            raise PartnerUnavailable(f"no answer within {self._timeout_s:g}s") from None
-        except aiohttp.ClientError as exc:
-            # Connection refused/reset, server disconnected, truncated payload: all transient on our side.
-            raise PartnerUnavailable(f"{type(exc).__name__}") from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> _Body:
         """The body up to the size limit, decompressed (the limit bounds what a gzip bomb unpacks to)."""
@@ -287,9 +226,7 @@ class SoapTransport:
         Fault (500 is the usual one; gateway.soap.faults classifies it).
         """
         if status == 429:
-            raise PartnerThrottled(
-                "HTTP 429", retry_after_s=retry_after_seconds(headers.get("Retry-After")), partner_code="429"
-            )
+            raise throttled(headers.get("Retry-After"))
         success = 200 <= status < 300
         if success and not body.truncated and not body.data and status in (201, 202):
             return

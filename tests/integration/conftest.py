@@ -1,18 +1,24 @@
-"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database."""
+"""Backend fixtures: every store test runs once on SQLite and once on a throw-away PostgreSQL database. Also a
+topic of the test's own with a producer and a reader on it, and `disarmed` for tests that arm fault points."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store import create_engine, migrate
+from gateway import faults
+from gateway.kafka_admin import ensure_topics
+from gateway.store import Store, create_engine, migrate, open_store
+from tests.integration.feed_harness import TopicReader
 
 # Admin connection used to create and drop the per-test databases. Override to point CI elsewhere.
 PG_ADMIN_DSN = os.environ.get("GATEWAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -70,3 +76,56 @@ async def store_engine(store_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def disarmed() -> Iterator[None]:
+    """No fault point armed before the test, nor left armed after it."""
+    faults.disarm()
+    yield
+    faults.disarm()
+
+
+@pytest.fixture
+async def stores(store_url: str) -> AsyncIterator[Callable[[], Awaitable[Store]]]:
+    """Opens a store on the test's database; one per simulated process, all closed at the end."""
+    opened: list[Store] = []
+
+    async def open_one() -> Store:
+        store = await open_store(store_url, run_migrations=not opened)
+        opened.append(store)
+        return store
+
+    try:
+        yield open_one
+    finally:
+        for store in opened:
+            await store.close()
+
+
+@pytest.fixture
+async def topic(request: pytest.FixtureRequest, kafka_bootstrap: str) -> str:
+    """A new topic of 3 partitions, named after the test module."""
+    name = f"test.{request.module.__name__.rsplit('.', 1)[-1]}.{uuid.uuid4().hex[:10]}.v1"
+    await ensure_topics(kafka_bootstrap, {name: 3})
+    return name
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@pytest.fixture
+async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]:
+    r = TopicReader(kafka_bootstrap, topic)
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()

@@ -156,6 +156,12 @@ class Seen:
         return True
 
 
+def assert_repeats_are_identical(seen: Seen) -> None:
+    """Every record published more than once carried the same bytes each time."""
+    for event_id, values in seen.raw.items():
+        assert len(values) == 1, f"{event_id} was published with different bytes: {values}"
+
+
 class TopicReader:
     """Reads a topic from its beginning (no consumer group) and keeps everything."""
 

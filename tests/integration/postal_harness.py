@@ -13,15 +13,9 @@ from typing import Any
 from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import PostalSimulator
 from contracts.export import examples
-from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import (
-    CircuitSettings,
-    FeedSettings,
-    GatewaySettings,
-    KafkaSettings,
-    RetrySettings,
-    TopicSettings,
-)
+from gateway.bootstrap import Gateway
+from gateway.settings import FeedSettings, GatewaySettings
+from tests.integration.command_gateway import command_gateway_settings, running_gateway
 from tests.integration.portal_harness import read_records
 
 KEY, SECRET, CUSTOMER = "gateway", "secret", "C0001"
@@ -63,19 +57,8 @@ def gateway_settings(
     bootstrap: str, tmp_path: Path, suffix: str, *, database_url: str | None = None, interval_s: float = 0.2
 ) -> GatewaySettings:
     """Settings of a postal-only gateway on topics private to one test (`suffix`)."""
-    return GatewaySettings(
-        adapters=["postal"],
-        database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / f'postal-{suffix}.db'}",
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"postal-{suffix}"),
-        topics=TopicSettings(
-            input=f"unused.{suffix}", results=f"unused-results.{suffix}",
-            commands=f"onestop.commands.{{partner}}.{suffix}",
-            partner_events=f"gateway.partner-events.{{partner}}.{suffix}",
-        ),
-        retry=RetrySettings(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6]),
-        circuit=CircuitSettings(failure_threshold=1_000_000),
-        feeds=FeedSettings(interval_s=interval_s, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5),
-    )
+    feeds = FeedSettings(interval_s=interval_s, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5)
+    return command_gateway_settings("postal", bootstrap, tmp_path, suffix, database_url=database_url, feeds=feeds)
 
 
 @asynccontextmanager
@@ -83,22 +66,13 @@ async def postal_gateway(
     bootstrap: str, tmp_path: Path, *, start: bool = True, **knobs: Any
 ) -> AsyncIterator[PostalRun]:
     """The postal simulator and (unless start=False) an in-process gateway running the postal adapter."""
-    sim = PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs)
-    base_url = await sim.start()
     suffix = uuid.uuid4().hex[:8]
     settings = gateway_settings(bootstrap, tmp_path, suffix)
-    run = PostalRun(
-        bootstrap, sim, None, f"onestop.commands.postal.{suffix}", f"gateway.partner-events.postal.{suffix}", settings
-    )
-    try:
-        if start:
-            supplied = {"postal": postal_settings(base_url)}
-            run.gw = await start_gateway(settings, serve_http=False, adapter_settings=supplied)
-        yield run
-    finally:
-        if run.gw is not None:
-            await run.gw.stop()
-        await sim.stop()
+    commands, events = f"onestop.commands.postal.{suffix}", f"gateway.partner-events.postal.{suffix}"
+    async with PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs) as sim:
+        supplied = {"postal": postal_settings(sim.base_url)} if start else None
+        async with running_gateway(settings, supplied) as gw:
+            yield PostalRun(bootstrap, sim, gw, commands, events, settings)
 
 
 def decoded(records: Iterable[Any]) -> list[dict[str, Any]]:

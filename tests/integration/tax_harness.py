@@ -12,15 +12,9 @@ from typing import Any
 
 from adapters.tax.simulator import TaxSimulator
 from contracts.export import examples
-from gateway.bootstrap import Gateway, start_gateway
-from gateway.settings import (
-    CircuitSettings,
-    FollowUpSettings,
-    GatewaySettings,
-    KafkaSettings,
-    RetrySettings,
-    TopicSettings,
-)
+from gateway.bootstrap import Gateway
+from gateway.settings import FollowUpSettings, GatewaySettings
+from tests.integration.command_gateway import command_gateway_settings, running_gateway
 from tests.integration.test_tax_client import tax_settings
 from tests.tax_keys import land_office
 
@@ -48,19 +42,8 @@ def command(code: str, *, sequence: int = 1, event_id: uuid.UUID | None = None) 
 
 
 def gateway_settings(bootstrap: str, directory: Path, suffix: str, database_url: str | None = None) -> GatewaySettings:
-    return GatewaySettings(
-        adapters=["tax"],
-        database_url=database_url or f"sqlite+aiosqlite:///{directory / f'tax-{suffix}.db'}",
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4, group_prefix=f"tax-{suffix}"),
-        topics=TopicSettings(
-            input=f"unused.{suffix}", results=f"unused-results.{suffix}",
-            commands=f"onestop.commands.{{partner}}.{suffix}",
-            partner_events=f"gateway.partner-events.{{partner}}.{suffix}",
-        ),
-        retry=RetrySettings(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6]),
-        circuit=CircuitSettings(failure_threshold=1_000_000),
-        followups=FollowUpSettings(scan_interval_s=0.1, claim_s=5.0, backoff_initial_s=0.1, backoff_max_s=0.5),
-    )
+    followups = FollowUpSettings(scan_interval_s=0.1, claim_s=5.0, backoff_initial_s=0.1, backoff_max_s=0.5)
+    return command_gateway_settings("tax", bootstrap, directory, suffix, database_url=database_url, followups=followups)
 
 
 @asynccontextmanager
@@ -68,19 +51,13 @@ async def tax_gateway(
     bootstrap: str, tmp_path: Path, *, schedule: dict[str, Any] | None = None, **knobs: Any
 ) -> AsyncIterator[TaxRun]:
     """The tax simulator and an in-process gateway running the tax adapter with a fast schedule."""
-    sim = TaxSimulator(land_office_cert=land_office().cert_pem, **knobs)
-    await sim.start()
     suffix = uuid.uuid4().hex[:8]
     settings = gateway_settings(bootstrap, tmp_path, suffix)
-    run = TaxRun(sim, None, f"onestop.commands.tax.{suffix}", f"gateway.partner-events.tax.{suffix}", settings)
-    try:
+    commands, events = f"onestop.commands.tax.{suffix}", f"gateway.partner-events.tax.{suffix}"
+    async with TaxSimulator(land_office_cert=land_office().cert_pem, **knobs) as sim:
         supplied = {"tax": tax_settings(sim, tmp_path, **{**FAST, **(schedule or {})})}
-        run.gw = await start_gateway(settings, serve_http=False, adapter_settings=supplied)
-        yield run
-    finally:
-        if run.gw is not None:
-            await run.gw.stop()
-        await sim.stop()
+        async with running_gateway(settings, supplied) as gw:
+            yield TaxRun(sim, gw, commands, events, settings)
 
 
 def of_type(messages: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:

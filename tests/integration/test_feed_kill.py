@@ -4,83 +4,30 @@ its own store connection and producer; the partner is a file of records."""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import functools
 import signal
-import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gateway.kafka_admin import ensure_topics
 from gateway.store import open_store
+from tests.integration.child_process import exited, start_child
 from tests.integration.feed_child import PAGE
-from tests.integration.feed_harness import TopicReader, write_records
+from tests.integration.feed_harness import TopicReader, assert_repeats_are_identical, write_records
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def child(
-    tmp_path: Path, name: str, args: list[str], faults: str | None = None
-) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_FAULTS"}
-    env["PYTHONPATH"] = str(ROOT)
-    if faults:
-        env["GATEWAY_FAULTS"] = faults
-    log = (tmp_path / f"{name}.log").open("wb")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.feed_child", *args, cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-
-
-async def exited(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> int:
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError("the child did not finish in time") from None
-
-
-@pytest.fixture
-async def feed_topic(kafka_bootstrap: str) -> str:
-    name = f"test.feedkill.{uuid.uuid4().hex[:10]}.v1"
-    await ensure_topics(kafka_bootstrap, {name: 3})
-    return name
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
-
-
-@pytest.fixture
-async def reader(kafka_bootstrap: str, feed_topic: str) -> AsyncIterator[TopicReader]:
-    r = TopicReader(kafka_bootstrap, feed_topic)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
+child = functools.partial(start_child, "tests.integration.feed_child")
 
 
 async def test_a_sigkill_between_publish_and_advance_repeats_that_page_only(
-    store_url: str, kafka_bootstrap: str, feed_topic: str, producer: AIOKafkaProducer, reader: TopicReader,
+    store_url: str, kafka_bootstrap: str, topic: str, producer: AIOKafkaProducer, reader: TopicReader,
     tmp_path: Path,
 ) -> None:
     feed = "fake.tracking.kill"
     records = write_records(tmp_path / "records.jsonl", feed, 10 * PAGE)
-    args = [store_url, kafka_bootstrap, feed_topic, feed, str(tmp_path / "records.jsonl")]
+    args = [store_url, kafka_bootstrap, topic, feed, str(tmp_path / "records.jsonl")]
     until = str(len(records))
     # The 3rd advance kills the process: page 3 is on the topic, the cursor still at page 2's end.
     first = await child(tmp_path, "first", [*args, "a", until], faults="feed.cursor.advance=crash@3")
@@ -100,17 +47,17 @@ async def test_a_sigkill_between_publish_and_advance_repeats_that_page_only(
     assert reader.seen.ids == {str(r["event_id"]) for r in records}
     assert reader.seen.repeated_seqs == set(range(2 * PAGE + 1, 3 * PAGE + 1))
     assert max(reader.seen.counts.values()) == 2
-    assert all(len(values) == 1 for values in reader.seen.raw.values())
+    assert_repeats_are_identical(reader.seen)
     assert reader.seen.first_seen_order_is_increasing_per_key()
 
 
 async def test_a_sigkill_from_outside_mid_feed_loses_nothing(
-    store_url: str, kafka_bootstrap: str, feed_topic: str, producer: AIOKafkaProducer, reader: TopicReader,
+    store_url: str, kafka_bootstrap: str, topic: str, producer: AIOKafkaProducer, reader: TopicReader,
     tmp_path: Path,
 ) -> None:
     feed = "fake.tracking.kill"
     records = write_records(tmp_path / "records.jsonl", feed, 60 * PAGE)
-    args = [store_url, kafka_bootstrap, feed_topic, feed, str(tmp_path / "records.jsonl")]
+    args = [store_url, kafka_bootstrap, topic, feed, str(tmp_path / "records.jsonl")]
     until = str(len(records))
     first = await child(tmp_path, "first", [*args, "a", until, "0.02"])  # ~50 pages/s at most: mid-feed for a while
     assert await reader.until(lambda seen: len(seen.ids) >= 10 * PAGE, timeout_s=60)
@@ -125,7 +72,7 @@ async def test_a_sigkill_from_outside_mid_feed_loses_nothing(
     assert await reader.drain(producer)
 
     assert reader.seen.ids == {str(r["event_id"]) for r in records}
-    assert all(len(values) == 1 for values in reader.seen.raw.values())
+    assert_repeats_are_identical(reader.seen)
     repeated = reader.seen.repeated_seqs
     assert len({(seq - 1) // PAGE for seq in repeated}) <= 1, f"more than the page in flight repeated: {repeated}"
     assert max(reader.seen.counts.values()) <= 2

@@ -19,14 +19,13 @@ from gateway import faults
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.errors import PartnerUnavailable
 from gateway.feeds.poller import FeedPoller
-from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.runtime.publisher import ProducerPublisher, Publisher
 from gateway.settings import FeedSettings
-from gateway.store import FeedStore, Lease, Store, open_store
-from tests.integration.feed_harness import FakePartner, Seen, TopicReader, wait_for
+from gateway.store import FeedStore, Lease, Store
+from tests.integration.feed_harness import FakePartner, Seen, TopicReader, assert_repeats_are_identical, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 PAGE = 4
 FAST = FeedSettings(interval_s=0.05, page_size=PAGE, lease_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.2)
@@ -39,62 +38,6 @@ def all_of(partner: FakePartner) -> Callable[[Seen], bool]:
 
 def polls(metrics: GatewayMetrics, feed: str, outcome: str) -> float:
     return metrics.series("gateway_feed_polls_total").get((("feed", feed), ("outcome", outcome)), 0.0)
-
-
-def assert_repeats_are_identical(seen: Seen) -> None:
-    for event_id, values in seen.raw.items():
-        assert len(values) == 1, f"{event_id} was published with different bytes: {values}"
-
-
-@pytest.fixture(autouse=True)
-def _disarmed() -> object:
-    faults.disarm()
-    yield None
-    faults.disarm()
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap: str) -> str:
-    name = f"test.feed.{uuid.uuid4().hex[:10]}.v1"
-    await ensure_topics(kafka_bootstrap, {name: 3})
-    return name
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
-
-
-@pytest.fixture
-async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]:
-    r = TopicReader(kafka_bootstrap, topic)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
-@pytest.fixture
-async def stores(store_url: str) -> AsyncIterator[Callable[[], Awaitable[Store]]]:
-    """Opens a store on the test's database; one per simulated process, all closed at the end."""
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        store = await open_store(store_url, run_migrations=not opened)
-        opened.append(store)
-        return store
-
-    try:
-        yield open_one
-    finally:
-        for store in opened:
-            await store.close()
 
 
 @pytest.fixture

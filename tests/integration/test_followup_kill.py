@@ -4,74 +4,23 @@ The child is tests/integration/followup_child.py, a real process with its own st
 
 from __future__ import annotations
 
-import asyncio
-import os
+import functools
 import signal
-import sys
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.followups.model import FollowUpRequest
-from gateway.kafka_admin import ensure_topics
 from gateway.store import open_store
-from tests.integration.feed_harness import TopicReader
+from tests.integration.child_process import exited, start_child
+from tests.integration.feed_harness import TopicReader, assert_repeats_are_identical
 from tests.integration.followup_harness import ADAPTER, KIND, event_id
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def child(tmp_path: Path, name: str, args: list[str], faults: str | None = None) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_FAULTS"}
-    env["PYTHONPATH"] = str(ROOT)
-    if faults:
-        env["GATEWAY_FAULTS"] = faults
-    log = (tmp_path / f"{name}.log").open("wb")
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.followup_child", *args, cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-
-
-async def exited(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> int:
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError("the child did not finish in time") from None
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap: str) -> str:
-    name = f"test.followupkill.{uuid.uuid4().hex[:10]}.v1"
-    await ensure_topics(kafka_bootstrap, {name: 3})
-    return name
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
-
-
-@pytest.fixture
-async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]:
-    r = TopicReader(kafka_bootstrap, topic)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
+child = functools.partial(start_child, "tests.integration.followup_child")
 
 
 async def test_a_sigkill_between_publish_and_complete_repeats_that_rows_events_only(
@@ -110,4 +59,4 @@ async def test_a_sigkill_between_publish_and_complete_repeats_that_rows_events_o
     assert reader.seen.ids == {event_id(k, "issued") for k in keys}
     assert {i for i, n in reader.seen.counts.items() if n > 1} == {event_id("S-2", "issued")}
     assert max(reader.seen.counts.values()) == 2
-    assert all(len(values) == 1 for values in reader.seen.raw.values())  # the repeat has the same bytes
+    assert_repeats_are_identical(reader.seen)

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -24,71 +23,19 @@ from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.errors import PartnerRejected, PartnerUnavailable
 from gateway.followups.model import FollowUpRequest
 from gateway.followups.runner import DEADLINE_PASSED, GIVE_UP_GRACE, FollowUpRunner
-from gateway.kafka_admin import ensure_topics
 from gateway.metrics import FOLLOWUP_OUTCOMES, GatewayMetrics
 from gateway.runtime.publisher import ProducerPublisher, Publisher
 from gateway.settings import FollowUpSettings
-from gateway.store import Store, StoredFollowUp, open_store
-from tests.integration.feed_harness import Seen, TopicReader, wait_for
+from gateway.store import Store, StoredFollowUp
+from tests.integration.feed_harness import Seen, TopicReader, assert_repeats_are_identical, wait_for
 from tests.integration.followup_harness import ADAPTER, KIND, FakeHandler, event_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 FAST = FollowUpSettings(
     scan_interval_s=0.05, batch=50, concurrency=8, claim_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.4
 )
 TOLERANCE = timedelta(milliseconds=20)  # the database's clock and ours are the host's, read at other instants
-
-
-@pytest.fixture(autouse=True)
-def _disarmed() -> object:
-    faults.disarm()
-    yield None
-    faults.disarm()
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap: str) -> str:
-    name = f"test.followups.{uuid.uuid4().hex[:10]}.v1"
-    await ensure_topics(kafka_bootstrap, {name: 3})
-    return name
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await p.start()
-    try:
-        yield p
-    finally:
-        await p.stop()
-
-
-@pytest.fixture
-async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]:
-    r = TopicReader(kafka_bootstrap, topic)
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
-@pytest.fixture
-async def stores(store_url: str) -> AsyncIterator[Callable[[], Awaitable[Store]]]:
-    """Opens a store on the test's database; one per simulated process, all closed at the end."""
-    opened: list[Store] = []
-
-    async def open_one() -> Store:
-        store = await open_store(store_url, run_migrations=not opened)
-        opened.append(store)
-        return store
-
-    try:
-        yield open_one
-    finally:
-        for store in opened:
-            await store.close()
 
 
 @pytest.fixture
@@ -156,11 +103,6 @@ async def all_finished(store: Store, *keys: str, timeout_s: float = 30.0) -> dic
 
 def whats(seen: Seen, key: str) -> list[str]:
     return [str(v["what"]) for v in seen.values if v["key"] == key]
-
-
-def assert_repeats_are_identical(seen: Seen) -> None:
-    for identity, values in seen.raw.items():
-        assert len(values) == 1, f"{identity} was published with different bytes: {values}"
 
 
 async def test_a_row_runs_only_once_it_is_due_and_its_events_are_published(

@@ -14,7 +14,7 @@ from gateway import faults
 from gateway.followups.model import FollowUp, FollowUpRequest
 from gateway.store import FollowUpCounts, FollowUpStore, create_engine, open_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=UTC)
 ADAPTER = "tax"
@@ -34,13 +34,6 @@ def request(key: str, first_after_s: float = 0.0, deadline_s: float = 3600.0, ki
 @pytest.fixture
 def store(store_engine: AsyncEngine) -> FollowUpStore:
     return FollowUpStore(store_engine)
-
-
-@pytest.fixture(autouse=True)
-def _disarmed() -> object:
-    faults.disarm()
-    yield None
-    faults.disarm()
 
 
 async def claim(store: FollowUpStore, seconds: float, holder: str = "a", limit: int = 10,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +28,7 @@ from adapters.national_portal.simulator import (
     PortalSimulator,
 )
 from gateway.loadgen.journeys import generate_journeys
+from tests.integration.child_process import simulator_process
 from tests.integration.portal_harness import sessions_outlive
 
 pytestmark = pytest.mark.integration
@@ -127,10 +125,8 @@ class Portal:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[PortalSimulator]:
-    simulator = PortalSimulator(seed=7)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    async with PortalSimulator(seed=7) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -419,25 +415,9 @@ async def test_knobs_endpoint_and_reset(sim: PortalSimulator, portal: Portal) ->
 
 
 async def test_main_runs_as_a_process() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "adapters.national_portal.simulator",
-        "--port",
-        "0",
-        "--latency-ms",
-        "5",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 20)
-        base_url = json.loads(line)["base_url"]
-        async with aiohttp.ClientSession() as http, http.get(base_url + KNOBS_PATH) as resp:
-            assert (await resp.json())["latency_ms"] == 5
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with (
+        simulator_process("adapters.national_portal.simulator", "--latency-ms", "5") as first,
+        aiohttp.ClientSession() as http,
+        http.get(first["base_url"] + KNOBS_PATH) as resp,
+    ):
+        assert (await resp.json())["latency_ms"] == 5

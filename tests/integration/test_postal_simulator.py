@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import signal
-import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -28,6 +26,7 @@ from adapters.postal.simulator import (
     UNKNOWN_STATUS_CODE,
     PostalSimulator,
 )
+from tests.integration.child_process import simulator_process
 
 pytestmark = pytest.mark.integration
 
@@ -109,10 +108,8 @@ class Api:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[PostalSimulator]:
-    simulator = PostalSimulator(seed=3)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    async with PostalSimulator(seed=3) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -431,28 +428,10 @@ async def test_knobs_validation_and_http_endpoints(sim: PostalSimulator, api: Ap
 
 
 async def test_main_runs_as_a_process() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "adapters.postal.simulator",
-        "--port",
-        "0",
-        "--token-ttl-s",
-        "42",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 20)
-        base_url = json.loads(line)["base_url"]
+    async with simulator_process("adapters.postal.simulator", "--token-ttl-s", "42") as first:
+        base_url = first["base_url"]
         async with aiohttp.ClientSession() as http:
             async with http.get(base_url + KNOBS_PATH) as resp:
                 assert (await resp.json())["token_ttl_s"] == 42
             status, body = await Api(http, base_url).token_request()
             assert status == 200 and body["expires_in"] == 42
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import re
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +31,7 @@ from adapters.tax.simulator import (
     XSD_PATH,
     TaxSimulator,
 )
+from tests.integration.child_process import simulator_process
 from tests.tax_keys import land_office, sign, stranger, tax_office, write_pems
 
 pytestmark = pytest.mark.integration
@@ -192,10 +190,8 @@ class Partner:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[TaxSimulator]:
-    simulator = TaxSimulator(land_office_cert=land_office().cert_pem, tax_office=tax_office(), seed=3)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    async with TaxSimulator(land_office_cert=land_office().cert_pem, tax_office=tax_office(), seed=3) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -688,14 +684,10 @@ async def test_hostile_answers_also_replace_faults(sim: TaxSimulator, partner: P
 async def test_main_runs_as_a_process(tmp_path: Path) -> None:
     _, cert = write_pems(land_office(), tmp_path, "land")
     written = tmp_path / "tax-office.cert.pem"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "adapters.tax.simulator", "--port", "0", "--land-office-cert", str(cert),
-        "--write-tax-office-cert", str(written), "--notice-delay-s", "0",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    async with simulator_process(
+        "adapters.tax.simulator", "--land-office-cert", str(cert), "--write-tax-office-cert", str(written),
+        "--notice-delay-s", "0",
+    ) as first:
         assert first["endpoint"] == first["base_url"] + SERVICE_PATH
         assert first["tax_office_cert_pem"].encode() == written.read_bytes()
         async with aiohttp.ClientSession() as http:
@@ -708,9 +700,3 @@ async def test_main_runs_as_a_process(tmp_path: Path) -> None:
             async with http.post(first["endpoint"], data=body, headers={"Content-Type": "text/xml"}) as resp:
                 notice = Answer(resp.status, await resp.read(), resp.headers).element.find(f"{{{NS}}}ThongBaoThue")
         verify(notice, written.read_bytes())
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -7,6 +7,7 @@ import pytest
 from gateway.followups.model import FollowUpRequest
 from gateway.metrics import FOLLOWUP_OUTCOMES, GatewayMetrics
 from gateway.settings import GatewaySettings, InvalidSettings, InvalidSettingValues, load_settings
+from tests.unit.settings_env import refused
 
 
 def test_defaults() -> None:
@@ -41,12 +42,7 @@ def test_environment_sets_a_followup_setting(monkeypatch: pytest.MonkeyPatch) ->
 def test_out_of_range_values_are_refused_in_one_line(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
 ) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(InvalidSettingValues) as refused:
-        load_settings()
-    assert expected in str(refused.value)
-    assert "\n" not in str(refused.value)
+    assert expected in refused(monkeypatch, error=InvalidSettingValues, **env)
 
 
 def test_a_single_underscore_after_the_section_is_a_typo_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
 from adapters.postal.settings import PostalSettings
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 REQUIRED = {
     "GATEWAY_POSTAL_BASE_URL": "https://postal.example.vn/",
@@ -16,14 +15,6 @@ REQUIRED = {
     "GATEWAY_POSTAL_CLIENT_SECRET": "s3cret",
     "GATEWAY_POSTAL_CUSTOMER_CODE": "QNG-DVC-01",
 }
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 def _from_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> PostalSettings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,24 +18,9 @@ from gateway.settings import (
     known_variables,
     load_settings,
 )
+from tests.unit.settings_env import refused
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    yield
-
-
-def refused(monkeypatch: pytest.MonkeyPatch, config: Path | None = None, **env: str) -> str:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError) as caught:
-        load_settings(config)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def toml(tmp_path: Path, text: str) -> Path:

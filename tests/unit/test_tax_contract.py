@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from contracts.tax import (
     parse_tax_message,
 )
 from tests.tax_keys import land_office, stranger, tax_office, write_pems
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 ROOT = Path(__file__).resolve().parents[2]
 TAX = ROOT / "contracts" / "tax"
@@ -395,14 +396,6 @@ def test_event_ids_are_deterministic_and_differ_by_fact() -> None:
 
 
 # ----- Settings ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 @pytest.fixture
