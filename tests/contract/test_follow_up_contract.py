@@ -63,6 +63,17 @@ def _problems(contract: AdapterContract, messages: list[dict[str, Any]], *, repe
     )
 
 
+async def _arrive(
+    contract: AdapterContract, bootstrap: str, running: Running, timeout_s: float, when: str, *,
+    repeats_allowed: bool = False,
+) -> None:
+    """Every answer the partner gave so far on the topic within `timeout_s`; fails naming what is not."""
+    messages = await read_until(bootstrap, running.results_topic, _all_arrived(contract), timeout_s=timeout_s)
+    if not _all_arrived(contract)(messages):
+        problems = _problems(contract, messages, repeats_allowed=repeats_allowed)
+        raise AssertionError(f"{when}: not all on the topic within {timeout_s:g} s: {problems}")
+
+
 def _asked_again(contract: AdapterContract, gw: Gateway, times: int) -> Callable[[], bool]:
     """True once the partner was asked `times` more times than now, each run ending "come back later"."""
     asked, rescheduled = _asked(contract), follow_up_runs(gw, "rescheduled")
@@ -132,13 +143,14 @@ async def test_a_partner_outage_while_following_up_loses_nothing(
             steps += 1
             assert steps <= 5, "the partner keeps answering"
             # The gateway asked through the outage and was refused each time (the outage was real to it) ...
-            assert await wait_until(_asked_again(contract, gw, 3), timeout_s=30), "nobody asked during the outage"
+            asked_again = await wait_until(_asked_again(contract, gw, 3), timeout_s=30)
+            assert asked_again, f"not asked again during the outage; runs given up: {follow_up_runs(gw, 'gave_up'):g}"
             during = await read_everything(kafka_bootstrap, running.results_topic, for_s=1.0)
             # ... and published nothing the partner answered meanwhile.
             published = {e for f in contract.follow_ups for _, _, e in follow_up_messages(f, during)}
             assert published <= before, f"step {steps}: published during the outage"
             contract.heal()
-            await read_output(kafka_bootstrap, running.results_topic, _all_arrived(contract), timeout_s=DEADLINE_S)
+            await _arrive(contract, kafka_bootstrap, running, DEADLINE_S, f"step {steps}, after the outage")
         assert steps >= 1, "the partner had nothing to answer"
         await asyncio.sleep(SETTLE_S)
         messages = await read_everything(kafka_bootstrap, running.results_topic)
@@ -171,9 +183,9 @@ async def test_a_gateway_killed_while_following_up_loses_nothing_and_repeats_not
     _answer(contract)  # the next step (the notice is paid) while no gateway runs
     with subprocess_gateway(contract, kafka_bootstrap, tmp_path, running) as second:
         deadline = FAST_FOLLOWUPS.claim_s + 2 * DEADLINE_S  # the dead process's claims lapse first
-        await read_output(kafka_bootstrap, running.results_topic, _all_arrived(contract), timeout_s=deadline)
+        await _arrive(contract, kafka_bootstrap, running, deadline, "after the restart", repeats_allowed=True)
         while _answer(contract):  # any further step, with the restarted process
-            await read_output(kafka_bootstrap, running.results_topic, _all_arrived(contract), timeout_s=DEADLINE_S)
+            await _arrive(contract, kafka_bootstrap, running, DEADLINE_S, "after the restart", repeats_allowed=True)
         await asyncio.sleep(SETTLE_S)
         messages = await read_everything(kafka_bootstrap, running.results_topic)
         assert second.poll() is None
