@@ -1,5 +1,5 @@
-"""What an adapter supplies to run the shared contract suite: its inputs, its simulator, its knobs, its effects and
-its feeds; and how the suite reads the answers on the adapter's output topic, whatever its flow.
+"""What an adapter supplies to run the shared contract suite: its inputs, its simulator, its knobs, its effects, its
+feeds and its follow-ups; and how the suite reads the answers on the adapter's output topic, whatever its flow.
 
 An adapter reads one kind of topic (its plug-in's `reads`, gateway.plugins): `lifecycle` (the one-stop system's
 dossier events, answered by `gateway.sync_result` on the sync results topic) or `commands` (its own commands
@@ -133,6 +133,52 @@ class FeedContract(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUpEntry:
+    """One answer a partner gave later, to something the gateway follows up: how the test names it, and the event
+    type and id the adapter's published contract gives the event reporting it."""
+
+    answer: str
+    event_type: str
+    event_id: str
+
+
+class FollowUpContract(Protocol):
+    """What an adapter follows up (gateway.followups): its partner answers an input later, and the gateway comes
+    back to ask until it does. A way to make the partner answer, to list its answers, and to tell them on the
+    output topic."""
+
+    name: str
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type that reports an answer the partner gave later."""
+        ...
+
+    def answer(self) -> int:
+        """Make the partner give, one step further, the answers the gateway is waiting for (each step may open
+        the next wait: the tax office issues a notice, then the notice is paid); returns how many it gave."""
+        ...
+
+    def answered(self) -> list[FollowUpEntry]:
+        """Every answer the partner has given so far."""
+        ...
+
+    def answer_of(self, message: Mapping[str, Any]) -> str | None:
+        """The answer (FollowUpEntry.answer) a message of the output topic reports; None for any other message."""
+        ...
+
+    def gave_up(self, message: Mapping[str, Any]) -> bool:
+        """The message says the gateway stopped following something up without its answer (a deadline passed, the
+        partner refused to be asked)."""
+        ...
+
+    def asked(self) -> int:
+        """How often the gateway has asked the partner about what it follows up (the simulator's own counter,
+        outage answers included)."""
+        ...
+
+
 class AdapterContract(Protocol):
     """The few fixtures each adapter provides; the suite does the rest."""
 
@@ -151,6 +197,12 @@ class AdapterContract(Protocol):
     @property
     def feeds(self) -> Sequence[FeedContract]:
         """The adapter's pulled feeds; empty if it has none (then the feed tests do not run for it)."""
+        ...
+
+    @property
+    def follow_ups(self) -> Sequence[FollowUpContract]:
+        """What the adapter follows up; empty if its partner answers at once (then the follow-up tests do not run
+        for it)."""
         ...
 
     async def start_simulator(self, **knobs: Any) -> str:

@@ -1,4 +1,5 @@
-"""What the shared tests read off an adapter's output topic: answers per input, invalid-input answers, feed records."""
+"""What the shared tests read off an adapter's output topic: answers per input, invalid-input answers, feed records,
+follow-ups' answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gateway.bootstrap import Gateway
-from tests.contract.adapter_contract import INPUT_INVALID, AdapterContract, Answer, FeedContract, Inputs, Outcome
+from tests.contract.adapter_contract import (
+    INPUT_INVALID,
+    AdapterContract,
+    Answer,
+    FeedContract,
+    FollowUpContract,
+    Inputs,
+    Outcome,
+)
 from tests.integration.postal_harness import read_until
 
 
@@ -76,6 +85,55 @@ def feed_problems(feed: FeedContract, messages: Iterable[Mapping[str, Any]]) -> 
     return problems
 
 
+def follow_up_messages(
+    follow_up: FollowUpContract, messages: Iterable[Mapping[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """(answer, event type, event id) of every message reporting an answer the partner gave later, in topic order."""
+    return [
+        (answer, str(m["event_type"]), str(m["event_id"]))
+        for m in messages
+        if (answer := follow_up.answer_of(m)) is not None
+    ]
+
+
+def follow_up_arrived(follow_up: FollowUpContract, messages: Iterable[Mapping[str, Any]]) -> bool:
+    """Every answer the partner has given so far is reported on the topic (at least once)."""
+    seen = {event_id for _, _, event_id in follow_up_messages(follow_up, messages)}
+    return all(entry.event_id in seen for entry in follow_up.answered())
+
+
+def follow_up_problems(
+    follow_up: FollowUpContract, messages: Iterable[Mapping[str, Any]], *, repeats_allowed: bool = False
+) -> list[str]:
+    """Why the topic does not report every answer the partner gave exactly once, under the event id and type the
+    adapter's contract gives it (empty: it does), and why the gateway looks like it gave up on one. With
+    `repeats_allowed` (a process was killed between publishing and recording it) an answer may be on the topic
+    more than once, always under its one event id: readers de-duplicate on event ids."""
+    messages = list(messages)
+    expected = {entry.event_id: entry for entry in follow_up.answered()}
+    got = follow_up_messages(follow_up, messages)
+    per_event = Counter(event_id for _, _, event_id in got)
+    ids_per_answer: dict[str, set[str]] = {}
+    for answer, _, event_id in got:
+        ids_per_answer.setdefault(answer, set()).add(event_id)
+    problems = [f"{e.answer} ({e.event_type}) is missing" for e in expected.values() if per_event[e.event_id] == 0]
+    if not repeats_allowed:
+        problems += [f"event id {e} is on the topic {n} times" for e, n in per_event.items() if n > 1]
+    problems += [f"{a} is reported under {len(ids)} event ids" for a, ids in ids_per_answer.items() if len(ids) > 1]
+    problems += [
+        f"{answer} ({event_type}) is reported under event id {event_id}, the partner never gave that answer"
+        for answer, event_type, event_id in got
+        if event_id not in expected
+    ]
+    problems += [
+        f"{answer} is reported as {event_type}, expected {expected[event_id].event_type}"
+        for answer, event_type, event_id in got
+        if event_id in expected and (answer, event_type) != (expected[event_id].answer, expected[event_id].event_type)
+    ]
+    problems += [f"the gateway gave up: {m['event_type']} {m['event_id']}" for m in messages if follow_up.gave_up(m)]
+    return problems
+
+
 def feed_polls(gw: Gateway, outcome: str) -> float:
     """Polls of the gateway's feeds that ended with `outcome` (ok, empty, failed, not_leader)."""
     return sum(
@@ -83,4 +141,14 @@ def feed_polls(gw: Gateway, outcome: str) -> float:
         for f in gw.metrics.registry.collect()
         for s in f.samples
         if s.name == "gateway_feed_polls_total" and s.labels.get("outcome") == outcome
+    )
+
+
+def follow_up_runs(gw: Gateway, outcome: str) -> float:
+    """Runs of the gateway's follow-ups that ended with `outcome` (done, rescheduled, gave_up, failed)."""
+    return sum(
+        s.value
+        for f in gw.metrics.registry.collect()
+        for s in f.samples
+        if s.name == "gateway_followups_total" and s.labels.get("outcome") == outcome
     )

@@ -1,7 +1,8 @@
 """Every adapter that joins the contract suite is listed here once.
 
-`contract` runs a test for every adapter; `feed_contract` only for the adapters that have pulled feeds (an
-adapter without one is not parametrised into the feed tests at all, so it is neither skipped nor counted).
+`contract` runs a test for every adapter; `feed_contract` only for the adapters that have pulled feeds, and
+`follow_up_contract` only for the adapters that follow up what their partner answers later (an adapter without
+one is not parametrised into those tests at all, so it is neither skipped nor counted).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import pytest
 from tests.contract.adapter_contract import AdapterContract
 from tests.contract.national_portal import NationalPortalContract
 from tests.contract.postal import PostalContract
+from tests.contract.tax import TaxContract
 
 CONTRACTS: dict[str, Callable[[], AdapterContract]] = {
     "national_portal": NationalPortalContract,
     "postal": PostalContract,
+    "tax": TaxContract,
 }
 WITH_FEEDS = sorted(name for name, make in CONTRACTS.items() if make().feeds)
+WITH_FOLLOW_UPS = sorted(name for name, make in CONTRACTS.items() if make().follow_ups)
 
 
 @pytest.fixture(params=sorted(CONTRACTS))
@@ -30,6 +34,13 @@ async def contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContr
 
 @pytest.fixture(params=WITH_FEEDS)
 async def feed_contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
+    c = CONTRACTS[request.param]()
+    yield c
+    await c.stop_simulator()
+
+
+@pytest.fixture(params=WITH_FOLLOW_UPS)
+async def follow_up_contract(request: pytest.FixtureRequest) -> AsyncIterator[AdapterContract]:
     c = CONTRACTS[request.param]()
     yield c
     await c.stop_simulator()

@@ -19,6 +19,7 @@ from gateway.plugins import input_topic, output_topic
 from gateway.settings import (
     CircuitSettings,
     FeedSettings,
+    FollowUpSettings,
     GatewaySettings,
     HttpSettings,
     KafkaSettings,
@@ -30,6 +31,9 @@ from tests.contract.adapter_contract import AdapterContract, Running
 FAST_RETRY = RetrySettings(attempts=2, backoff_initial_s=0.01, backoff_max_s=0.05, tiers_s=[0.3, 0.6])
 # Feeds polled often, a short lease (a killed holder's feed is taken over within about a second), short backoff.
 FAST_FEEDS = FeedSettings(interval_s=0.2, page_size=20, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5)
+# Follow-ups looked for often, a claim short enough that a killed runner's rows run again within seconds (still
+# longer than a partner call: the contracts' clients time out after 2 s), short backoff after an outage.
+FAST_FOLLOWUPS = FollowUpSettings(scan_interval_s=0.1, claim_s=5.0, backoff_initial_s=0.1, backoff_max_s=0.5)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -73,6 +77,7 @@ async def in_process(
         topics=topics,
         retry=retry,
         feeds=FAST_FEEDS,
+        followups=FAST_FOLLOWUPS,
         # Tests of other machinery keep the breaker out of the way unless they pass one.
         circuit=circuit or CircuitSettings(failure_threshold=1_000_000),
         http=HttpSettings(port=0),
@@ -117,6 +122,7 @@ def subprocess_gateway(
         "GATEWAY_RETRY__TIERS_S": "[0.5, 1.0]",
         "GATEWAY_LOG_LEVEL": "WARNING",
         **{f"GATEWAY_FEEDS__{k.upper()}": str(v) for k, v in FAST_FEEDS.model_dump().items()},
+        **{f"GATEWAY_FOLLOWUPS__{k.upper()}": str(v) for k, v in FAST_FOLLOWUPS.model_dump().items()},
         "PYTHONPATH": python_path,
     }
     env.pop(faults.ENV, None)

@@ -10,7 +10,16 @@ from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
 from gateway.demo import count_lost, interleave
 from gateway.loadgen.journeys import Journey, generate_journeys
-from tests.contract.adapter_contract import SCHEMAS, Answer, FeedContract, Input, Inputs, plugin_reads, read_answer
+from tests.contract.adapter_contract import (
+    SCHEMAS,
+    Answer,
+    FeedContract,
+    FollowUpContract,
+    Input,
+    Inputs,
+    plugin_reads,
+    read_answer,
+)
 
 CREDENTIALS = {"username": "gateway", "password": "secret", "dstcode": "H34", "madonvi": "000.00.00.H55"}
 
@@ -32,6 +41,10 @@ class NationalPortalContract:
     @property
     def feeds(self) -> Sequence[FeedContract]:
         return ()  # the portal is called, never polled
+
+    @property
+    def follow_ups(self) -> Sequence[FollowUpContract]:
+        return ()  # the portal answers every call at once
 
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PortalSimulator(**knobs)

@@ -25,6 +25,7 @@ from tests.contract.adapter_contract import (
     Answer,
     FeedContract,
     FeedEntry,
+    FollowUpContract,
     Input,
     Inputs,
     plugin_reads,
@@ -108,6 +109,10 @@ class PostalContract:
     @property
     def feeds(self) -> Sequence[FeedContract]:
         return self._feeds
+
+    @property
+    def follow_ups(self) -> Sequence[FollowUpContract]:
+        return ()  # what happens to an order later comes on the tracking feed
 
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs)

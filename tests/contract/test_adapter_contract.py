@@ -3,8 +3,9 @@
 Happy path; retryable failure then success; permanent failure → dead letter with reason; redelivered
 message → no second effect; malformed input → dead letter and a `gateway.input_invalid` answer; process killed
 mid-message → no loss, no duplicate effect, every input answered; every message on the output topic valid
-under the adapter's published JSON Schema. Whatever the flow: an adapter reading lifecycle events is answered
-by sync results, one reading commands by command results beside its partner events (adapter_contract.py).
+under the adapter's published JSON Schema (feed records and follow-ups' events included). Whatever the flow:
+an adapter reading lifecycle events is answered by sync results, one reading commands by command results beside
+its partner events (adapter_contract.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError
 
 from tests.contract.adapter_contract import INPUT_INVALID, AdapterContract, Outcome
-from tests.contract.checks import all_answered, answers, feed_arrived, invalid, outcomes, read_output
+from tests.contract.checks import (
+    all_answered,
+    answers,
+    feed_arrived,
+    follow_up_arrived,
+    follow_up_messages,
+    invalid,
+    outcomes,
+    read_output,
+)
 from tests.contract.harness import in_process, private_topics, subprocess_gateway
 from tests.integration.portal_harness import produce, read_all, wait_until
 
@@ -176,8 +186,9 @@ async def test_process_killed_mid_message_loses_nothing_and_repeats_nothing(
 async def test_every_output_message_validates_against_the_published_schema(
     contract: AdapterContract, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Answers of every outcome, answers to unreadable inputs and (for an adapter with feeds) its feed's
-    records, each checked with a Draft 2020-12 validator with format checks on."""
+    """Answers of every outcome, answers to unreadable inputs, (for an adapter with feeds) its feed's records and
+    (for an adapter with follow-ups) the events reporting what its partner answered later, each checked with a
+    Draft 2020-12 validator with format checks on."""
     schema = json.loads(contract.output_schema.read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     checker = Draft202012Validator.FORMAT_CHECKER
@@ -194,10 +205,14 @@ async def test_every_output_message_validates_against_the_published_schema(
         for _ in range(4):  # a partner with feeds moves its lifecycle on: each step a feed record
             for feed in contract.feeds:
                 feed.produce()
+        for _ in range(2):  # a partner that answers later does, each step opening the next (a notice, its payment)
+            for follow_up in contract.follow_ups:
+                follow_up.answer()
 
         def complete(m: list[dict[str, Any]]) -> bool:
             fed = all(feed_arrived(feed, m) for feed in contract.feeds)
-            return fed and len(invalid(m)) >= len(BAD) and all_answered(contract, inputs, m)
+            followed = all(follow_up_arrived(follow_up, m) for follow_up in contract.follow_ups)
+            return fed and followed and len(invalid(m)) >= len(BAD) and all_answered(contract, inputs, m)
 
         messages = await read_output(kafka_bootstrap, running.results_topic, complete)
     problems = [
@@ -215,3 +230,6 @@ async def test_every_output_message_validates_against_the_published_schema(
     assert INPUT_INVALID in kinds
     if contract.feeds:
         assert any(feed.record_of(m) is not None for feed in contract.feeds for m in messages)
+    for follow_up in contract.follow_ups:
+        reported = {event_type for _, event_type, _ in follow_up_messages(follow_up, messages)}
+        assert reported == follow_up.event_types, f"{follow_up.name}: reported {sorted(reported)}"
