@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from gateway import faults
 from tests.integration.portal_harness import eventually, produce
@@ -13,6 +16,14 @@ from tests.integration.postal_harness import answers, dossier, read_until
 from tests.integration.tax_harness import command, of_type, tax_gateway
 
 pytestmark = pytest.mark.integration
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "contracts/schemas/tax-event.v1.json").read_text("utf-8"))
+
+
+def _valid(messages: list[dict[str, Any]]) -> None:
+    """Every message on the tax events topic is what the published schema says (give-up events included)."""
+    validator = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    for message in messages:
+        validator.validate(message)
 
 
 async def test_a_land_dossier_goes_from_submission_to_obligation_fulfilled(
@@ -58,6 +69,7 @@ async def test_a_silent_tax_office_ends_in_no_notice_by_deadline(kafka_bootstrap
         await produce(kafka_bootstrap, run.commands, [(code.encode(), command(code))])
         got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.no_notice_by_deadline")))
         silent = of_type(got, "tax.no_notice_by_deadline")
+        _valid(got)
         assert len(silent) == 1 and silent[0]["receipt_id"] == of_type(got, "tax.submitted")[0]["receipt_id"]
         assert run.sim.requests["LayThongBaoThue"] >= 2  # it did keep asking until the deadline
 
@@ -71,6 +83,7 @@ async def test_a_forged_notice_ends_the_follow_up_with_the_reason(kafka_bootstra
         run.sim.issue_notice(code)
         got = await read_until(kafka_bootstrap, run.events, lambda m: bool(of_type(m, "tax.follow_up_failed")))
         failed = of_type(got, "tax.follow_up_failed")
+        _valid(got)
         assert len(failed) == 1 and failed[0]["failure"] == "signature" and failed[0]["stage"] == "notice"
         assert of_type(got, "tax.notice_issued") == []  # a notice that does not verify is never reported
 
