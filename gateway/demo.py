@@ -1,11 +1,14 @@
-"""`gateway demo`: embedded broker, portal and postal simulators, gateway and generated load in one process, with a
-report.
+"""`gateway demo`: embedded broker, portal, postal and tax simulators, gateway and generated load in one process,
+with a report.
 
-The gateway runs both adapters (`national_portal` reads the lifecycle events, `postal` the postal commands and the
-tracking feed). The load generator's journeys go to the input topic; the postal commands they cause (dossiers
-received by post, results returned by post: gateway.loadgen.postal) go to the postal commands topic, each right
-after the event that caused it. The demo waits until every dossier is synced, every command answered and every
-postal order final (or a deadline), then judges both partners from outside (gateway.demo_postal for the post).
+The gateway runs three adapters (`national_portal` reads the lifecycle events, `postal` the postal commands and the
+tracking feed, `tax` the tax commands and its durable follow-ups). The load generator's journeys go to the input
+topic; the postal commands they cause (dossiers received by post, results returned by post: gateway.loadgen.postal)
+go to the postal commands topic and the tax commands (land dossiers at their financial-obligation step:
+gateway.loadgen.tax) to the tax commands topic, each right after the event that caused it. The demo waits until
+every dossier is synced, every command answered, every postal order final and every land dossier's follow-ups
+over (or a deadline), then judges the three partners from outside (gateway.demo_postal for the post,
+gateway.demo_tax for the tax office).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import statistics
 import tempfile
@@ -31,19 +35,22 @@ from adapters.national_portal import mapping
 from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
 from adapters.postal.simulator import PostalSimulator
+from adapters.tax.simulator import TaxSimulator
 from contracts.events import ProcessingStepDone, Rated
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
-from gateway import demo_postal
+from gateway import demo_postal, demo_tax
 from gateway.bootstrap import Gateway, start_gateway
 from gateway.demo_postal import PostalReport, PostalWatcher
+from gateway.demo_tax import TaxReport, TaxWatcher
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
 from gateway.loadgen.postal import postal_commands
+from gateway.loadgen.tax import tax_commands
 from gateway.metrics import GatewayMetrics
 from gateway.plugins import input_topic, output_topic
 from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, KafkaSettings
 
-ADAPTERS = ["national_portal", "postal"]
+ADAPTERS = ["national_portal", "postal", "tax"]
 # Orders progress every demo_postal.TICK_S: poll the tracking feed about as often, so a final state reaches the
 # topic within a second, and come back fast after an injected error (production polls every 5 s).
 DEMO_FEEDS = FeedSettings(interval_s=0.5, backoff_initial_s=0.2, backoff_max_s=2.0)
@@ -71,6 +78,8 @@ class DemoReport:
     lost_examples: list[str] = field(default_factory=list)
     postal: PostalReport = field(default_factory=PostalReport)
     """The postal adapter's part: its own `lost`, `converged` (the figures above are the portal's)."""
+    tax: TaxReport = field(default_factory=TaxReport)
+    """The tax adapter's part: its own `lost`, `converged`, `second_submissions`."""
 
 
 def expected_portal_view(journey: Journey) -> dict[str, Any]:
@@ -204,34 +213,47 @@ async def run_demo(
     timeout_s: float | None = None,
     console: Console | None = None,
 ) -> int:
-    """Run the whole demo; return the process exit code (0 when every dossier converged and every postal command
-    was answered and order settled, nothing lost, no second postal order)."""
+    """Run the whole demo; return the process exit code (0 when every dossier converged, every postal command
+    was answered and order settled, every tax command answered and land dossier followed up to its end, nothing
+    lost, no second postal order, no form submitted twice)."""
     console = console or Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     broker = EmbeddedBroker()
     bootstrap = await asyncio.to_thread(broker.start)
     sim = PortalSimulator(latency_ms=portal_latency_ms, error_rate=portal_error_rate, seed=seed)
     post = demo_postal.simulator(seed)
+    tax_sim: TaxSimulator | None = None
     gw: Gateway | None = None
     watcher: ResultWatcher | None = None
     postal_watcher: PostalWatcher | None = None
+    tax_watcher: TaxWatcher | None = None
+    keys_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-keys-"))  # the throw-away land-office key; removed
     try:
+        tax_office, keys = await asyncio.to_thread(demo_tax.simulator, keys_dir, seed)  # RSA keys: off the loop
+        tax_sim = tax_office
         portal_url = await sim.start()
         postal_url = await post.start()
+        await tax_office.start()
         settings = GatewaySettings(
             adapters=ADAPTERS,
             database_url=f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
             kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=8),
             http=HttpSettings(port=0),
             feeds=DEMO_FEEDS,
+            followups=demo_tax.FOLLOW_UPS,
         )
         portal = PortalSettings(
             base_url=portal_url, username="gateway", password="secret", dstcode="H34", madonvi="000.00.00.H55"  # noqa: S106
         )
-        supplied = {"national_portal": portal, "postal": demo_postal.settings(postal_url)}
+        supplied = {
+            "national_portal": portal, "postal": demo_postal.settings(postal_url),
+            "tax": demo_tax.settings(tax_office, keys),
+        }
         gw = await start_gateway(settings, adapter_settings=supplied)
         commands_topic = input_topic("postal", settings.topics)
         postal_events = output_topic("postal", settings.topics)
+        tax_commands_topic = input_topic("tax", settings.topics)
+        tax_events = output_topic("tax", settings.topics)
         if serve:
             print(json.dumps({
                 "bootstrap_servers": bootstrap,
@@ -239,20 +261,22 @@ async def run_demo(
                 "input_topic": DOSSIER_EVENTS,
                 "result_topic": SYNC_RESULTS,
                 "dead_letter_topic": dead_letter_topic(DOSSIER_EVENTS, "national_portal"),
-                "commands_topics": {"postal": commands_topic},
-                "partner_events_topics": {"postal": postal_events},
-                "simulators": {"national_portal": portal_url, "postal": postal_url},
+                "commands_topics": {"postal": commands_topic, "tax": tax_commands_topic},
+                "partner_events_topics": {"postal": postal_events, "tax": tax_events},
+                "simulators": {"national_portal": portal_url, "postal": postal_url, "tax": tax_office.endpoint_url},
                 "database_url": settings.database_url,
             }), flush=True)
         watcher = ResultWatcher(bootstrap, "national_portal")
         await watcher.start()
         postal_watcher = PostalWatcher(bootstrap, postal_events)
         await postal_watcher.start()
+        tax_watcher = TaxWatcher(bootstrap, tax_events)
+        await tax_watcher.start()
         report = DemoReport(dossiers=dossiers, events_produced=0)
         if dossiers > 0:
             report = await _drive(
                 dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
-                _Postal(post, postal_watcher, commands_topic),
+                _Postal(post, postal_watcher, commands_topic), _Tax(tax_office, tax_watcher, tax_commands_topic),
             )
             _print_summary(console, report)
             if report_file is not None:
@@ -261,20 +285,29 @@ async def run_demo(
             await _wait_for_signal()
         return 0 if (dossiers == 0 or _succeeded(report)) else 1
     finally:
+        if tax_watcher is not None:
+            await tax_watcher.stop()
         if postal_watcher is not None:
             await postal_watcher.stop()
         if watcher is not None:
             await watcher.stop()
         if gw is not None:
             await gw.stop()
+        if tax_sim is not None:
+            await tax_sim.stop()
         await post.stop()
         await sim.stop()
         await asyncio.to_thread(broker.stop)
+        shutil.rmtree(keys_dir, ignore_errors=True)
 
 
 def _succeeded(report: DemoReport) -> bool:
-    postal = report.postal
-    return report.converged and report.lost == 0 and postal.converged and postal.lost == 0 and not postal.second_effects
+    postal, tax = report.postal, report.tax
+    return (
+        report.converged and report.lost == 0
+        and postal.converged and postal.lost == 0 and not postal.second_effects
+        and tax.converged and tax.lost == 0 and not tax.second_submissions
+    )
 
 
 @dataclass
@@ -286,15 +319,27 @@ class _Postal:
     commands_topic: str
 
 
+@dataclass
+class _Tax:
+    """The tax side of a run: its simulator, what reads its topic, where its commands go."""
+
+    sim: TaxSimulator
+    watcher: TaxWatcher
+    commands_topic: str
+
+
 async def _drive(
     dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
-    console: Console, timeout_s: float | None, postal: _Postal,
+    console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax,
 ) -> DemoReport:
     journeys = generate_journeys(dossiers, seed=seed)
     events = interleave(journeys)
     commands = postal_commands(journeys, seed=seed)
     postal.sim.fail_orders, postal.sim.unknown_status_orders = demo_postal.troubled_orders(commands, seed)
+    forms = tax_commands(journeys, seed=seed)
+    tax.sim.set_knobs(silent_dossiers=demo_tax.silent_dossiers(forms, seed))
     items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
+    items = demo_tax.schedule(items, forms, tax.commands_topic)
     report = DemoReport(dossiers=dossiers, events_produced=len(events))
     metrics = gw.metrics
     started = time.perf_counter()
@@ -306,6 +351,7 @@ async def _drive(
         produced = progress.add_task("produced", total=len(items), info="")
         synced_task = progress.add_task("synced", total=len(events), info="")
         postal_task = progress.add_task("postal", total=len(commands), info="")
+        tax_task = progress.add_task("tax", total=len(forms), info="")
         producer = asyncio.create_task(_produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n)))
         while True:
             await asyncio.sleep(0.5)
@@ -323,7 +369,13 @@ async def _drive(
                 info=f"answered {len(postal.watcher.answers)}  orders {orders}  "
                 f"final {orders - demo_postal.not_final(postal.sim)}  events {len(postal.watcher.events)}",
             )
-            if producer.done() and done >= len(events) and demo_postal.settled(commands, postal.sim, postal.watcher):
+            tax_done, tax_info = demo_tax.progress(forms, tax.sim, tax.watcher)
+            progress.update(tax_task, completed=tax_done, info=tax_info)
+            if (
+                producer.done() and done >= len(events)
+                and demo_postal.settled(commands, postal.sim, postal.watcher)
+                and demo_tax.settled(forms, tax.sim, tax.watcher)
+            ):
                 lost = count_lost(journeys, sim.dossiers)
                 if not lost:
                     report.converged = True
@@ -346,7 +398,10 @@ async def _drive(
     report.postal = demo_postal.report(commands, postal.sim, postal.watcher)
     report.postal.commands_in = int(_adapter_total(metrics, "gateway_events_in_total", "postal"))
     report.postal.retried = int(_adapter_total(metrics, "gateway_retries_total", "postal"))
-    # The portal's convergence is judged alone, as before; the postal part has its own.
+    report.tax = demo_tax.report(forms, tax.sim, tax.watcher)
+    report.tax.commands_in = int(_adapter_total(metrics, "gateway_events_in_total", "tax"))
+    report.tax.retried = int(_adapter_total(metrics, "gateway_retries_total", "tax"))
+    # The portal's convergence is judged alone, as before; the postal and tax parts have their own.
     report.converged = report.lost == 0 and done >= len(events)
     return report
 
@@ -375,6 +430,7 @@ def _print_summary(console: Console, report: DemoReport) -> None:
         table.add_row(name, str(value), meaning)
     console.print(table)
     _print_postal(console, report.postal)
+    demo_tax.print_report(console, report.tax)
 
 
 def _print_postal(console: Console, postal: PostalReport) -> None:
