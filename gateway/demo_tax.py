@@ -25,10 +25,9 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.table import Table
 
@@ -115,17 +114,8 @@ class Keys:
 
 
 def _tax_office() -> Identity:
-    """The simulated tax office's identity, its key already loaded.
-
-    The simulator hands `Identity.key_pem` to signxml for every notice and voucher it signs, and signxml parses
-    PEM each time, validating the RSA key: about 75 ms of CPU per signature, more than everything else of a
-    dossier's tax exchanges together, on the loop the gateway shares. signxml signs with a loaded key object as
-    well, so the demo passes one where the PEM would be (about 2 ms a signature). The lasting fix belongs in
-    adapters/tax/simulator.py (load the key once); then this goes.
-    """
-    identity = generate_identity("Simulated tax office (demo)")
-    key = serialization.load_pem_private_key(identity.key_pem, password=None)
-    return Identity(key_pem=cast(bytes, key), cert_pem=identity.cert_pem)
+    """The simulated tax office's identity (the simulator parses its key once, then signs in ~2 ms)."""
+    return generate_identity("Simulated tax office (demo)")
 
 
 def simulator(directory: Path, seed: int) -> tuple[TaxSimulator, Keys]:
