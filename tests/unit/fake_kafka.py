@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import structlog
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from gateway.runtime import ordered_consumer
@@ -45,9 +46,10 @@ class FakeKafka:
     """Records commits; `feed` queues one getmany result; `assign`/`revoke` run the rebalance listener.
 
     Like the real client, `getmany` returns at most `max_records` records (the rest of a fed batch stays
-    queued, in order) and nothing of a paused partition (its batches wait until it is resumed). A seek is
-    only recorded: a test that expects records again after one feeds them again, as the broker would send.
-    `fail_fetches` makes that many next `getmany` calls raise.
+    queued, in order) and nothing of a paused partition (its records wait until it is resumed), and `seek`
+    refuses a partition not assigned or an offset that is not one. A seek is only recorded: a test that
+    expects records again after one feeds them again, as the broker would send. `fail_fetches` and
+    `fail_commits` make that many next `getmany` or `commit` calls raise.
     """
 
     def __init__(self) -> None:
@@ -62,12 +64,17 @@ class FakeKafka:
         self.logs: list[MutableMapping[str, Any]] = []  # the consumer's log events, each with its log_level
         self.fetches: list[tuple[int, int | None]] = []  # (timeout_ms, max_records) of each getmany call
         self.fail_fetches = 0
-        self._pending: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
+        self.fail_commits = 0
+        self._pending: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
         self._arrived = asyncio.Event()
 
     # -- what the test does ----------------------------------------------------------------------------
     def feed(self, tp: TopicPartition, *records: ConsumerRecord[bytes, bytes]) -> None:
-        self._pending.append((tp, list(records)))
+        self.feed_together({tp: list(records)})
+
+    def feed_together(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Queue one getmany result holding several partitions, in this order."""
+        self._pending.append(dict(batches))
         self._arrived.set()
 
     async def assign(self, *tps: TopicPartition) -> None:
@@ -117,15 +124,25 @@ class FakeKafka:
                 await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
 
     def _take(self, max_records: int | None) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        """The first fed batch of a partition not paused, cut to `max_records`; the rest stays queued."""
-        for i, (tp, records) in enumerate(self._pending):
-            if tp in self.paused_tps:
+        """The first fed batch with a partition not paused, cut to `max_records`; the rest stays queued."""
+        for i, batch in enumerate(self._pending):
+            left = sum(map(len, batch.values())) if max_records is None else max_records
+            taken: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+            rest: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+            for tp, records in batch.items():
+                if tp in self.paused_tps or left <= 0:
+                    rest[tp] = records
+                    continue
+                taken[tp], left = records[:left], left - len(records[:left])
+                if records[len(taken[tp]) :]:
+                    rest[tp] = records[len(taken[tp]) :]
+            if not taken:
                 continue
-            if max_records is not None and len(records) > max_records:
-                self._pending[i] = (tp, records[max_records:])
-                return {tp: records[:max_records]}
-            del self._pending[i]
-            return {tp: records}
+            if rest:
+                self._pending[i] = rest
+            else:
+                del self._pending[i]
+            return taken
         return {}
 
     def assignment(self) -> set[TopicPartition]:
@@ -142,9 +159,16 @@ class FakeKafka:
         self._arrived.set()  # a waiting getmany looks again: batches held for a paused partition may go now
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:
+            raise IllegalStateError(f"No current assignment for partition {tp}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"Offset is not in valid range: {offset!r}")
         self.seeks.append((tp, offset))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            raise CommitFailedError("rebalanced meanwhile")
         self.commits.append(dict(offsets))
 
 

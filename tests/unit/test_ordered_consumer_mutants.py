@@ -130,6 +130,50 @@ async def test_a_lane_ends_with_its_last_record_and_a_later_one_starts_a_new_lan
         await consumer.stop()
 
 
+async def test_the_commit_stays_below_an_unfinished_record_of_an_earlier_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = install(monkeypatch)
+    gates = Gates(1, 2)
+    consumer = make(gates.handler)
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"))
+        await until(lambda: gates.started == [0])
+        fake.feed(TP, record(TP, 1, b"b"), record(TP, 2, b"c"))  # a later fetch, finished first
+        await until(lambda: sorted(gates.done) == [1, 2])
+        fake.feed(TP1, record(TP1, 0, b"d"))  # committed after 1 and 2 finished: TP's commit had its chance
+        gates.release(0, partition=1)
+        await until(lambda: fake.committed(TP1) == 1)
+        assert commits_of(fake, TP) == [0]
+        gates.release(0)
+        await until(lambda: fake.committed(TP) == 3)
+    finally:
+        await consumer.stop()
+
+
+async def test_one_key_in_two_partitions_runs_in_two_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same key on two partitions (the input topic and a retry tier, say): each partition's own lane."""
+    fake = install(monkeypatch)
+    gates = Gates()
+    consumer = make(gates.handler)
+    await consumer.start()
+    try:
+        await fake.assign(TP, TP1)
+        fake.feed(TP, record(TP, 0, b"k"))
+        await until(lambda: gates.started == [0])
+        fake.feed(TP1, record(TP1, 5, b"k"))
+        await until(lambda: gates.started == [0, 5])  # not queued behind the other partition's record
+        gates.release(5, partition=1)
+        await until(lambda: fake.committed(TP1) == 6)
+        assert commits_of(fake, TP) == [0]  # TP1's finish moved TP1 only
+        gates.release(0)
+        await until(lambda: fake.committed(TP) == 1)
+    finally:
+        await consumer.stop()
+
+
 # -- mapping a fetched record ----------------------------------------------------------------------------------
 async def test_a_fetched_record_reaches_the_handler_as_it_was_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = install(monkeypatch)
@@ -295,6 +339,23 @@ async def test_a_record_not_yet_due_waits_in_the_broker_and_holds_the_commit(mon
         {"event": "partition_waits_until_due", "group": "g", "partition": str(TP), "offset": 1, "due": due,
          "log_level": "debug"}
     ]
+
+
+async def test_a_partition_waiting_until_due_does_not_hold_the_rest_of_its_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = install(monkeypatch)
+    gates = Gates(0)
+    consumer = make(gates.handler, due_at=lambda r: time.time() + 600 if r.partition == 0 else 0.0)
+    await consumer.start()
+    try:
+        await fake.assign(TP, TP1)
+        fake.feed_together({TP: [record(TP, 0, b"a")], TP1: [record(TP1, 0, b"b")]})  # one fetch, two partitions
+        gates.release(0, partition=1)
+        await until(lambda: fake.committed(TP1) == 1)
+        assert fake.seeks == [(TP, 0)] and gates.done == [0]
+    finally:
+        await consumer.stop()
 
 
 async def test_a_record_already_due_is_handled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -585,23 +646,119 @@ async def test_a_paused_consumer_keeps_reporting_ready(monkeypatch: pytest.Monke
         await consumer.stop()
 
 
-async def test_a_fetch_loop_killed_by_a_base_exception_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_background_tasks_killed_by_a_base_exception_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an Exception restarts the fetch loop; whatever else ends a background task is logged at stop."""
     fake = install(monkeypatch)
 
     class Fatal(BaseException):
         pass
 
-    fatal = Fatal()
+    fetch_fatal, commit_fatal = Fatal("fetch"), Fatal("commit")
 
     async def getmany(timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
-        raise fatal
+        raise fetch_fatal
 
-    consumer = make(Gates().handler)
+    tried: list[dict[TopicPartition, int]] = []
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        tried.append(offsets)
+        raise commit_fatal
+
+    consumer = make(Gates(0).handler)
     await consumer.start()
-    monkeypatch.setattr(fake, "getmany", getmany)
-    await until(lambda: not consumer.running)  # not restarted: only an Exception is
+    fake.commit = commit  # type: ignore[method-assign]
+    await fake.assign(TP)
+    fake.feed(TP, record(TP, 0, b"a"))
+    await until(lambda: tried == [{TP: 1}])  # the commit loop's first tick with something to commit died
+    fake.getmany = getmany  # type: ignore[method-assign]
+    await until(lambda: not consumer.running)
+    del fake.commit  # the final commit goes through
     await consumer.stop()
-    assert fake.stopped
+    assert fake.stopped and fake.commits == [{TP: 1}]
     assert [e for e in fake.logs if e["log_level"] == "error"] == [
-        {"event": "background_task_failed", "group": "g", "task": "fetch:g", "exc_info": fatal, "log_level": "error"}
+        {"event": "background_task_failed", "group": "g", "task": "fetch:g", "exc_info": fetch_fatal,
+         "log_level": "error"},
+        {"event": "background_task_failed", "group": "g", "task": "commit:g", "exc_info": commit_fatal,
+         "log_level": "error"},
+    ]
+
+
+async def test_a_consumer_stopped_before_it_started_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    consumer = make(Gates().handler)
+    await consumer.stop()
+    assert not fake.stopped and not consumer.running and fake.logs == []
+
+
+async def test_a_consumer_paused_before_it_starts_starts_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    gates = Gates(0)
+    consumer = make(gates.handler, ConsumerOptions(commit_interval_s=0.02, pause_after_s=0.01))
+    consumer.pause("portal")  # the partner's circuit is open at boot
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"))
+        await until(lambda: fake.paused_tps == {TP})
+        polls = len(fake.fetches)
+        await until(lambda: len(fake.fetches) >= polls + 3)
+        assert gates.started == [] and consumer.running
+        consumer.resume("portal")
+        await until(lambda: fake.committed(TP) == 1)
+    finally:
+        await consumer.stop()
+    assert "fetch_loop_failed" not in fake.events()
+
+
+# -- failed commits --------------------------------------------------------------------------------------------
+async def test_a_failed_commit_is_retried_on_the_next_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    consumer = make(Gates(0).handler)
+    fake.fail_commits = 2
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"))
+        await until(lambda: fake.committed(TP) == 1)
+    finally:
+        await consumer.stop()
+    assert fake.commits == [{TP: 1}]
+    assert [e for e in fake.logs if e["log_level"] == "warning"] == [
+        {"event": "commit_failed", "group": "g", "error": "CommitFailedError", "log_level": "warning"}
+    ] * 2
+
+
+async def test_a_failed_commit_on_revoke_still_fences_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    gates = Gates(0)
+    consumer = make(gates.handler, ConsumerOptions(commit_interval_s=60, drain_timeout_s=0.1))
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"), record(TP, 1, b"b"))
+        await until(lambda: gates.done == [0] and gates.started == [0, 1])
+        fake.fail_commits = 1
+        await fake.revoke()
+        assert consumer.in_flight == 0
+    finally:
+        await consumer.stop()
+    assert fake.commits == []  # and nothing of TP at the final commit: it is not ours any more
+    assert [e for e in fake.logs if e["log_level"] == "warning"] == [
+        {"event": "drain_deadline_passed", "group": "g", "in_flight": 1, "log_level": "warning"},
+        {"event": "commit_on_revoke_failed", "group": "g", "error": "CommitFailedError", "log_level": "warning"},
+    ]
+
+
+async def test_a_failed_final_commit_still_leaves_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    consumer = make(Gates(0).handler, ConsumerOptions(commit_interval_s=60))
+    await consumer.start()
+    await fake.assign(TP)
+    fake.feed(TP, record(TP, 0, b"a"))
+    await until(lambda: consumer.finished == 1)
+    fake.fail_commits = 1
+    await consumer.stop()
+    assert fake.stopped and fake.commits == []
+    assert [e for e in fake.logs if e["log_level"] == "warning"] == [
+        {"event": "final_commit_failed", "group": "g", "error": "CommitFailedError", "log_level": "warning"}
     ]
