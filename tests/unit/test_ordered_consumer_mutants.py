@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from gateway import faults
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.records import InboundRecord
 from tests.integration.portal_harness import wait_until
@@ -121,7 +122,7 @@ async def test_a_lane_ends_with_its_last_record_and_a_later_one_starts_a_new_lan
         await fake.assign(TP)
         fake.feed(TP, record(TP, 0, b"a"))
         await until(lambda: gates.done == [0] and consumer.in_flight == 0)
-        await until(lambda: not consumer._lanes)  # the lane of key a is gone
+        await until(lambda: not consumer._lanes and not consumer._lane_tasks)  # the lane of key a left nothing
         fake.feed(TP, record(TP, 1, b"a"))  # same key, later: a lane of its own, not a dead lane's queue
         gates.release(1)
         await until(lambda: gates.done == [0, 1])
@@ -170,6 +171,40 @@ async def test_one_key_in_two_partitions_runs_in_two_lanes(monkeypatch: pytest.M
         assert commits_of(fake, TP) == [0]  # TP1's finish moved TP1 only
         gates.release(0)
         await until(lambda: fake.committed(TP) == 1)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_lane_whose_handler_is_cancelled_stops_counting_and_holds_the_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handler ending in CancelledError (a cancellation that was not the consumer's) abandons its lane."""
+    fake = install(monkeypatch)
+    gates = Gates(2)
+    in_flight: list[int] = []
+
+    async def handler(r: InboundRecord) -> None:
+        if (r.partition, r.offset) == (0, 0):
+            raise asyncio.CancelledError
+        await gates.handler(r)
+
+    consumer = make(handler, ConsumerOptions(max_in_flight=2, pause_after_s=30, commit_interval_s=0.02),
+                    on_in_flight=in_flight.append)
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"), record(TP, 1, b"a"))  # 1 waits behind 0 in its lane: both dropped
+        await until(lambda: in_flight == [1, 2, 0])
+        assert consumer.in_flight == 0
+        fake.feed(TP, record(TP, 2, b"b"), record(TP, 3, b"c"))  # the room came back: two more at once
+        await until(lambda: sorted(gates.started) == [2, 3])
+        gates.release(3)
+        await until(lambda: consumer.finished == 2)
+        fake.feed(TP1, record(TP1, 0, b"d"))  # committed after 2 and 3 finished: TP's commit had its chance
+        gates.release(0, partition=1)
+        await until(lambda: fake.committed(TP1) == 1)
+        assert commits_of(fake, TP) == [0]  # never past the record that did not finish
+        assert 1 not in gates.started
     finally:
         await consumer.stop()
 
@@ -419,8 +454,8 @@ async def test_a_revoke_drains_and_commits_only_the_revoked_partitions(monkeypat
         assert rebalances == ["rebalance"]
         assert fake.logs == [{"event": "partitions_assigned", "group": "g", "partitions": [str(TP), str(TP1)],
                               "log_level": "info"}]
+        fake.feed(TP1, record(TP1, 0, b"b"))  # TP1 first: the commit must look past it, not stop at it
         fake.feed(TP, record(TP, 0, b"a"))
-        fake.feed(TP1, record(TP1, 0, b"b"))
         await until(lambda: len(gates.started) == 2)
         revoking = asyncio.create_task(fake.revoke(TP))
         await until(lambda: TP not in fake.assigned)  # the drain has begun, with TP's record unfinished
@@ -726,6 +761,27 @@ async def test_a_failed_commit_is_retried_on_the_next_tick(monkeypatch: pytest.M
     assert [e for e in fake.logs if e["log_level"] == "warning"] == [
         {"event": "commit_failed", "group": "g", "error": "CommitFailedError", "log_level": "warning"}
     ] * 2
+
+
+async def test_the_commit_is_the_offset_commit_fault_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    consumer = make(Gates(0).handler)
+    faults.arm("offset.commit", "raise")
+    try:
+        await consumer.start()
+        try:
+            await fake.assign(TP)
+            fake.feed(TP, record(TP, 0, b"a"))
+            await until(lambda: fake.committed(TP) == 1)
+        finally:
+            await consumer.stop()
+        assert faults.fired == ["offset.commit"]
+    finally:
+        faults.disarm()
+    assert fake.commits == [{TP: 1}]
+    assert [e for e in fake.logs if e["log_level"] == "warning"] == [
+        {"event": "commit_failed", "group": "g", "error": "InjectedFault", "log_level": "warning"}
+    ]
 
 
 async def test_a_failed_commit_on_revoke_still_fences_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
