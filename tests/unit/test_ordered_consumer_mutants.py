@@ -188,8 +188,10 @@ async def test_a_lane_whose_handler_is_cancelled_stops_counting_and_holds_the_co
             raise asyncio.CancelledError
         await gates.handler(r)
 
-    consumer = make(handler, ConsumerOptions(max_in_flight=2, pause_after_s=30, commit_interval_s=0.02),
-                    on_in_flight=in_flight.append)
+    # drain_timeout_s: stop() waits it out, as the abandoned records still count in their partition's offsets
+    # (docs/testing.md, "Findings left as they are")
+    consumer = make(handler, ConsumerOptions(max_in_flight=2, pause_after_s=30, commit_interval_s=0.02,
+                                             drain_timeout_s=0.2), on_in_flight=in_flight.append)
     await consumer.start()
     try:
         await fake.assign(TP)
@@ -256,6 +258,7 @@ async def test_in_flight_is_bounded_and_each_fetch_asks_for_the_room_left(monkey
         await until(lambda: fake.committed(TP) == 6)
     finally:
         await consumer.stop()
+    assert fake.events("error") == []
 
 
 # -- pausing ---------------------------------------------------------------------------------------------------
@@ -278,6 +281,7 @@ async def test_a_short_saturation_stops_fetching_without_pausing(monkeypatch: py
         await until(lambda: fake.committed(TP) == 2)
     finally:
         await consumer.stop()
+    assert fake.events("error") == []
 
 
 async def test_a_lasting_saturation_pauses_the_partitions_and_keeps_polling(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,10 +307,31 @@ async def test_a_lasting_saturation_pauses_the_partitions_and_keeps_polling(monk
         await until(lambda: gates.started == [0, 1])
         assert fake.paused_tps == set()
         assert paused[-1] == 0
-        gates.release(1)
-        await until(lambda: fake.committed(TP) == 2)
+        # saturated again, after a fetch: paused again
+        fake.feed(TP, record(TP, 2, b"c"))
+        await until(lambda: fake.paused_tps == {TP, TP1})
+        gates.release(1, 2)
+        await until(lambda: fake.committed(TP) == 3)
     finally:
         await consumer.stop()
+    assert fake.events("error") == []
+
+
+async def test_a_circuit_pauses_at_once_whatever_pause_after_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    paused: list[int] = []
+    consumer = make(Gates().handler, ConsumerOptions(pause_after_s=30, commit_interval_s=0.02),
+                    on_paused=paused.append)
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        consumer.pause("portal")
+        await until(lambda: fake.paused_tps == {TP}, timeout_s=5)  # not after 30 s
+        assert paused[-1] == 1
+        await fake.revoke()  # a partition that never delivered a record is revoked cleanly
+    finally:
+        await consumer.stop()
+    assert fake.commits == [] and fake.events("warning") == []
 
 
 async def test_pause_holds_fetching_until_every_reason_is_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -743,6 +768,64 @@ async def test_a_consumer_paused_before_it_starts_starts_paused(monkeypatch: pyt
     finally:
         await consumer.stop()
     assert "fetch_loop_failed" not in fake.events()
+
+
+async def test_a_failure_mid_fetch_rewinds_each_partition_to_its_first_record_not_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = install(monkeypatch)
+    gates = Gates(0, 1)
+    gates.release(0, 1, partition=1)
+    gates.release(0, partition=2)
+    tp2 = TopicPartition("t", 2)
+    broken = True
+
+    def due_at(r: InboundRecord) -> float:
+        if broken and (r.partition, r.offset) == (1, 1):
+            raise ValueError("bad due header")
+        return 0.0
+
+    consumer = make(gates.handler, ConsumerOptions(commit_interval_s=0.02, fetch_restart_backoff_s=0.01),
+                    due_at=due_at)
+    await consumer.start()
+    try:
+        await fake.assign(TP, TP1, tp2)
+        fake.feed_together({
+            TP: [record(TP, 0, b"a")],  # all taken: no seek
+            TP1: [record(TP1, 0, b"b"), record(TP1, 1, b"c")],  # fails at 1
+            tp2: [record(tp2, 0, b"d")],  # never reached: from its first record
+        })
+        await until(lambda: "fetch_loop_failed" in fake.events())
+        assert fake.seeks == [(TP1, 1), (tp2, 0)]
+        broken = False
+        fake.feed_together({TP1: [record(TP1, 1, b"c")], tp2: [record(tp2, 0, b"d")]})
+        await until(lambda: (fake.committed(TP), fake.committed(TP1), fake.committed(tp2)) == (1, 2, 1))
+        assert sorted((r.partition, r.offset) for r in gates.records) == [(0, 0), (1, 0), (1, 1), (2, 0)]
+    finally:
+        await consumer.stop()
+    assert fake.events("error") == ["fetch_loop_failed"]
+
+
+async def test_a_fetch_loop_restarted_while_saturated_waits_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch)
+    gates = Gates()
+    consumer = make(gates.handler, ConsumerOptions(max_in_flight=1, pause_after_s=0.01, commit_interval_s=0.02,
+                                                   fetch_restart_backoff_s=0.01))
+    await consumer.start()
+    try:
+        await fake.assign(TP)
+        fake.feed(TP, record(TP, 0, b"a"), record(TP, 1, b"b"))
+        await until(lambda: fake.paused_tps == {TP})  # saturated long enough: paused, polling
+        fake.fail_fetches = 1  # one poll fails: the loop restarts with the consumer still full
+        await until(lambda: "fetch_loop_failed" in fake.events())
+        polls = len(fake.fetches)
+        await until(lambda: len(fake.fetches) >= polls + 3)  # paused again, polling again
+        assert fake.events("error") == ["fetch_loop_failed"] and consumer.running
+        gates.release(0, 1)
+        await until(lambda: fake.committed(TP) == 2)
+    finally:
+        await consumer.stop()
+    assert fake.events("error") == ["fetch_loop_failed"]
 
 
 # -- failed commits --------------------------------------------------------------------------------------------
