@@ -14,7 +14,7 @@ from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
 from gateway.runtime.records import InboundRecord
 from gateway.runtime.transient import is_transient
 from tests.integration.portal_harness import wait_until
-from tests.unit.fake_kafka import FakeKafka, install, record
+from tests.unit.fake_kafka import FakeKafka, install, record, spy_sleeps
 
 TP = TopicPartition("t", 0)
 FAST = ConsumerOptions(
@@ -77,10 +77,13 @@ async def test_a_poison_record_is_handed_over_and_its_partition_moves_on(monkeyp
     handled: list[int] = []
     poisoned: list[tuple[int, str, int]] = []
 
+    raised: list[ValueError] = []
+
     async def handler(r: InboundRecord) -> None:
         attempts[r.offset] = attempts.get(r.offset, 0) + 1
         if r.value == b"poison":
-            raise ValueError("cannot map this dossier")
+            raised.append(ValueError("cannot map this dossier"))
+            raise raised[-1]
         handled.append(r.offset)
 
     async def on_poison(r: InboundRecord, exc: BaseException) -> None:
@@ -93,6 +96,11 @@ async def test_a_poison_record_is_handed_over_and_its_partition_moves_on(monkeyp
     await _run(fake, consumer, lambda: sorted(handled) == [1, 2], poison, same_key, other_key)
     assert poisoned == [(0, "ValueError", 3)]  # after exactly max_handler_failures attempts, once
     assert attempts[0] == 3
+    assert [e for e in fake.logs if e["event"] != "partitions_assigned"] == [
+        *({"event": "handler_bug", "record": "t/0@0", "error": "ValueError", "failures": n, "exc_info": raised[n - 1],
+           "log_level": "error"} for n in (1, 2, 3)),
+        {"event": "poison_record_handed_over", "record": "t/0@0", "error": "ValueError", "log_level": "warning"},
+    ]
 
 
 async def test_a_failing_poison_hook_keeps_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,10 +112,13 @@ async def test_a_failing_poison_hook_keeps_the_record(monkeypatch: pytest.Monkey
             raise ValueError("cannot map this dossier")
         events.append(f"handled {r.offset}")
 
+    hook_failures: list[OSError] = []
+
     async def on_poison(_r: InboundRecord, _exc: BaseException) -> None:
         if events.count("dead letter failed") < 2:
             events.append("dead letter failed")
-            raise OSError("dead-letter topic unreachable")
+            hook_failures.append(OSError("dead-letter topic unreachable"))
+            raise hook_failures[-1]
         events.append("dead lettered")
 
     consumer = KeyOrderedConsumer(
@@ -116,6 +127,12 @@ async def test_a_failing_poison_hook_keeps_the_record(monkeypatch: pytest.Monkey
     await _run(fake, consumer, lambda: "handled 1" in events, (0, b"k", b"poison"), (1, b"k", b"ok"))
     # The same-key record waited until the poison one was really handed over.
     assert events == ["dead letter failed", "dead letter failed", "dead lettered", "handled 1"]
+    assert [e for e in fake.logs if e["event"] == "poison_hook_failed"] == [
+        {"event": "poison_hook_failed", "record": "t/0@0", "error": "OSError", "exc_info": exc, "log_level": "error"}
+        for exc in hook_failures
+    ]
+    # the hook is asked again after each further failure of the record: attempts 3, 4 and 5
+    assert [e["failures"] for e in fake.logs if e["event"] == "handler_bug"] == [1, 2, 3, 4, 5]
 
 
 async def test_transient_failures_are_retried_past_the_poison_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,6 +157,9 @@ async def test_transient_failures_are_retried_past_the_poison_limit(monkeypatch:
     await _run(fake, consumer, lambda: handled == [0, 1], (0, b"k", b"x"), (1, b"k", b"x"))
     assert poisoned == []
     assert failures == 3 * FAST.max_handler_failures
+    assert [e for e in fake.logs if e["event"] != "partitions_assigned"] == [
+        {"event": "handler_failed_transient", "record": "t/0@0", "error": "OperationalError", "log_level": "warning"}
+    ] * failures
 
 
 async def test_without_a_poison_hook_a_failing_record_is_retried_until_it_succeeds(
@@ -160,6 +180,10 @@ async def test_without_a_poison_hook_a_failing_record_is_retried_until_it_succee
     consumer = KeyOrderedConsumer(
         bootstrap_servers="unused", group_id="g", topics=("t",), handler=handler, options=FAST,
     )
+    sleeps = spy_sleeps(monkeypatch)
     await _run(fake, consumer, lambda: handled == [0, 1], (0, b"k", b"x"), (1, b"k", b"x"))
     assert failures == 15
+    # The retry waits double from handler_bug_backoff_s up to handler_bug_backoff_max_s (the commit loop's and
+    # the drain's waits are longer: not these).
+    assert [d for d in sleeps if d < FAST.commit_interval_s] == [0.001, 0.002] + [0.004] * 13
 
