@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 CRASH_POINTS = {
     "portal": ("partner.answered", "settle", "copy.publish.next_tier", "parking.move.next_tier"),
     "postal": ("feed.cursor.advance", "feed.publish", "partner_events.publish", "settle"),
+    "tax": ("followup.publish", "followup.complete", "followup.schedule", "settle"),
 }
 CASES = [
     matrix_case(scenario, p, kind, "sqlite")
