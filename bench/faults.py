@@ -2,13 +2,14 @@
 
     make faults                     # = python -m bench.run --only faults; the tables go to stderr
     python -m bench.run --only faults --quick   # raise only, SQLite only
-    FAULTS_SCENARIO=postal python -m bench.run --only faults     # one scenario only
+    FAULTS_SCENARIO=tax python -m bench.run --only faults        # one scenario only (or a comma-separated few)
 
 Each case runs a scenario of tests/faults/scenario.py (`portal`: lifecycle events; `postal`: commands and the
-tracking feed) against a fresh simulator and private topics on one embedded broker, with exactly one fault
-armed (tests/faults/harness.py), and checks the invariants: one terminal outcome per input, at most one
-effect per (input, operation) at the partner, per-dossier order, every record of a pulled feed published,
-progress after the fault (everything answered, nothing parked), and a ledger that verifies. A case whose
+tracking feed; `tax`: commands and their durable follow-ups) against a fresh simulator and private topics on one
+embedded broker, with exactly one fault armed (tests/faults/harness.py), and checks the invariants: one
+terminal outcome per input, at most one effect per (input, operation) at the partner, per-dossier order, every
+record of a pulled feed published, every follow-up ended once (one event id per fact), progress after the fault
+(everything answered, nothing parked or pending), and a ledger that verifies. A case whose
 point the scenario never reached counts as a failure: it would prove nothing.
 """
 

@@ -1,7 +1,7 @@
 """Runs one fault case: a real broker, a partner's simulator, a gateway with one injection point armed, and the
 delivery invariants checked from the outside (topics, the partner's effects, the store).
 
-Two scenarios (tests/faults/scenario.py), each with its own list of points (`MATRIX_POINTS`):
+Three scenarios (tests/faults/scenario.py), each with its own list of points (`MATRIX_POINTS`):
 
 - `portal`: dossier lifecycle events for the national portal. `raise` cases run the gateway in this process
   (`gateway.faults.arm`); `crash` cases run `gateway run` as a child with GATEWAY_FAULTS set, let it kill
@@ -9,6 +9,8 @@ Two scenarios (tests/faults/scenario.py), each with its own list of points (`MAT
 - `postal`: the postal service's commands and its pulled tracking feed. Every case runs `gateway run` as a
   child (tests/faults/child.py, which notes each point that fires): a `raise` case in one child, stopped with
   SIGTERM at the end; a `crash` case in one that kills itself, then a clean one.
+- `tax`: the tax office's commands (signed submissions) and the durable follow-ups that come back for each
+  dossier's notice and payment. Run in children like the postal scenario.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.national_portal.simulator import PortalSimulator
 from adapters.postal.simulator import PostalSimulator
+from adapters.tax.simulator import NOTICES, NS, SUBMIT, TaxSimulator
 from contracts.postal import ONCE_PER_ORDER
 from contracts.results import INPUT_INVALID
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
@@ -46,6 +49,7 @@ from gateway.settings import (
     CircuitSettings,
     ConcurrencySettings,
     FeedSettings,
+    FollowUpSettings,
     GatewaySettings,
     HttpSettings,
     KafkaSettings,
@@ -53,6 +57,7 @@ from gateway.settings import (
     TopicSettings,
 )
 from gateway.store import create_engine
+from gateway.store.followups import FollowUpStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from tests.contract.national_portal import NationalPortalContract
@@ -60,17 +65,24 @@ from tests.faults import child
 from tests.faults.scenario import (
     MALFORMED,
     MALFORMED_KEY,
+    PAID,
     POSTAL_UNREADABLE_PART,
+    SILENT,
+    TAX_UNREADABLE_PART,
     PostalScenario,
     Scenario,
+    TaxScenario,
     build,
     build_postal,
+    build_tax,
 )
+from tests.tax_keys import land_office, tax_office, write_pems
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = "national_portal"
 POSTAL = "postal"
-SCENARIOS: tuple[str, ...] = ("portal", "postal")
+TAX = "tax"
+SCENARIOS: tuple[str, ...] = ("portal", "postal", "tax")
 TIERS_S = [0.5, 1.5]
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 3000  # a crashed member's partitions move after 1.5x this on the embedded broker
@@ -83,7 +95,7 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
     if p not in {
         # No partner events: the portal's answers are not events, and it has no feed.
         "partner_events.publish", "feed.lease", "feed.fetch", "feed.publish", "feed.cursor.advance",
-        # No follow-ups either (and no scenario has them yet: NOT_IN_SCENARIO).
+        # No follow-ups either: the tax scenario has them.
         "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
         "followup.complete", "followup.reschedule",
         # Not reachable by one fault: NOT_IN_SCENARIO.
@@ -118,25 +130,33 @@ _POSTAL_POINTS: tuple[str, ...] = (
     "feed.publish",
     "feed.cursor.advance",
 )
-MATRIX_POINTS: dict[str, tuple[str, ...]] = {"portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS}
+_TAX_POINTS: tuple[str, ...] = (
+    # A command's steps, as in the postal scenario (its outage also ends in the first tier).
+    *(p for p in _POSTAL_POINTS if not p.startswith("feed.")),
+    # The follow-ups: scheduled by a submission (and by a notice, for its payment), then each run of a row.
+    "followup.schedule",
+    "followup.claim",
+    "followup.call",
+    "followup.publish",
+    "followup.complete",
+    "followup.reschedule",
+)
+MATRIX_POINTS: dict[str, tuple[str, ...]] = {"portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS, "tax": _TAX_POINTS}
 # Which hit of a point a case arms, where not the first. The 7th partner answer of the postal scenario is the
 # `heal` dossier's cancel (its line, held in the first tier, ends last): a fault after the service applied a
 # cancel. The first would be a create, whose repeat `settle` and `partner_events.publish` inject already.
-NTH: dict[tuple[str, str], int] = {("postal", "partner.answered"): 7}
+# The tax runner claims at every scan (0.1 s when idle), rows or not, from before the first command is read: its
+# 1st claim finds nothing due; its 20th (2-3 s in) comes while the dossiers' follow-ups run.
+NTH: dict[tuple[str, str], int] = {("postal", "partner.answered"): 7, ("tax", "followup.claim"): 20}
 # Points no scenario can reach with one fault, and the tests that inject failures there instead.
 NOT_IN_SCENARIO: dict[str, str] = {
     "result.publish.poison": "tests/integration/test_poison.py",
     "dead_letter.publish.poison": "tests/integration/test_poison.py",
     "parking.release.poison": "tests/integration/test_poison.py",
     "parking.release.answered": "tests/integration/test_delivery_regressions.py (equal version behind its twin)",
-    # A follow-up's run, not a message's: no scenario schedules one yet (the tax scenario is to come).
-    "followup.schedule": "tests/integration/test_followup_store.py",
-    "followup.claim": "tests/integration/test_followup_runner.py",
-    "followup.call": "tests/integration/test_followup_runner.py",
-    "followup.publish": "tests/integration/test_followup_runner.py",
+    # Added after the tax scenario was written: its runs ledger-note only what found something; injected by
+    # tests/integration/test_tax_flow.py (a raise there: nothing lost, no event doubled).
     "followup.ledger": "tests/integration/test_tax_flow.py",
-    "followup.complete": "tests/integration/test_followup_runner.py",
-    "followup.reschedule": "tests/integration/test_followup_runner.py",
 }
 MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 
@@ -310,6 +330,8 @@ def settings_for(bootstrap: str, topics: _Topics, database_url: str, adapter: st
         # A short interval and a small page: the feed is polled page after page while the commands run; a
         # short lease: after a crash the next process takes the feed over within a second.
         feeds=FeedSettings(interval_s=0.2, page_size=4, lease_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.5),
+        # Due rows looked for every 0.1 s; a short claim: a crashed run's row runs again 2 s after its claim.
+        followups=FollowUpSettings(scan_interval_s=0.1, claim_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.5),
         http=HttpSettings(port=0),
         adapters=[adapter],
     )
@@ -317,7 +339,7 @@ def settings_for(bootstrap: str, topics: _Topics, database_url: str, adapter: st
 
 def child_env(settings: GatewaySettings, partner_env: dict[str, str], fault: str | None) -> dict[str, str]:
     """The environment of a `gateway run` child with these settings (the test's own code first on its path)."""
-    k, t, f = settings.kafka, settings.topics, settings.feeds
+    k, t, f, u = settings.kafka, settings.topics, settings.feeds, settings.followups
     env = {
         **os.environ,
         **partner_env,
@@ -344,6 +366,10 @@ def child_env(settings: GatewaySettings, partner_env: dict[str, str], fault: str
         "GATEWAY_FEEDS__LEASE_S": str(f.lease_s),
         "GATEWAY_FEEDS__BACKOFF_INITIAL_S": str(f.backoff_initial_s),
         "GATEWAY_FEEDS__BACKOFF_MAX_S": str(f.backoff_max_s),
+        "GATEWAY_FOLLOWUPS__SCAN_INTERVAL_S": str(u.scan_interval_s),
+        "GATEWAY_FOLLOWUPS__CLAIM_S": str(u.claim_s),
+        "GATEWAY_FOLLOWUPS__BACKOFF_INITIAL_S": str(u.backoff_initial_s),
+        "GATEWAY_FOLLOWUPS__BACKOFF_MAX_S": str(u.backoff_max_s),
         "GATEWAY_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "WARNING"),
     }
     env.pop("GATEWAY_CONFIG", None)
@@ -363,10 +389,24 @@ class _Driven(Protocol):
     async def until_done(self, deadline: float, child: subprocess.Popen[bytes] | None = None) -> bool: ...
 
 
+class _CommandsRun(_Driven, Protocol):
+    """A commands adapter's run: its topics, the records to produce, what reads the topics."""
+
+    topics: _Topics
+    collector: Collector
+
+    @property
+    def records(self) -> list[tuple[bytes | None, bytes]]: ...
+
+    def progress(self) -> str: ...
+
+
 async def run_case(case: Case, bootstrap: str, database_url: str, workdir: Path) -> Verdict:
     """Run one case and judge it; never raises for a violated invariant (it is listed in the verdict)."""
     if case.scenario == "postal":
         return await _run_postal_case(case, bootstrap, database_url, workdir)
+    if case.scenario == "tax":
+        return await _run_tax_case(case, bootstrap, database_url, workdir)
     if case.scenario != "portal":
         raise ValueError(f"unknown scenario {case.scenario!r}; known: {', '.join(SCENARIOS)}")
     return await _run_portal_case(case, bootstrap, database_url, workdir)
@@ -731,6 +771,10 @@ class _PostalRun:
         self.healed = False
         self.rounds = 0
 
+    @property
+    def records(self) -> list[tuple[bytes | None, bytes]]:
+        return self.scenario.records
+
     def _feed_behind(self) -> int:
         """Tracking records of the simulator not (yet) seen on the events topic."""
         seen = {m.get("feed_record_id") for _raw, m in self.collector.partner}
@@ -789,34 +833,45 @@ class _PostalRun:
                 f"rounds={self.rounds}, {self._feed_behind()} of {len(self.sim.records)} tracking records unpublished")
 
 
+async def _commands_in_children(
+    run: _CommandsRun, bootstrap: str, settings: GatewaySettings, partner: dict[str, str], deadline: float,
+    verdict: Verdict,
+) -> None:
+    """A commands adapter's case, the simulator started: its topics made and read, the records produced, the
+    gateway run in children of tests/faults/child.py until the run is done (or the deadline), the topics read to
+    their end. Stalling and unread topics are noted in the verdict; the caller checks the invariants."""
+    case = run.case
+    topics = {run.topics.input: PARTITIONS, run.topics.results: PARTITIONS, run.topics.dlt: 1}
+    topics.update({t: PARTITIONS for t in run.topics.tiers})
+    await ensure_topics(bootstrap, topics)
+    await run.collector.start()
+    fired = run.workdir / f"{case.slug}.fired"
+    fired.unlink(missing_ok=True)
+    await _produce(bootstrap, run.topics.input, run.records)
+    argv = [sys.executable, "-m", "tests.faults.child"]
+    done = await _in_children(run, argv, lambda fault: {**child_env(settings, partner, fault),
+                                                        child.FIRED_ENV: str(fired)},
+                              deadline, verdict, fired)
+    if not done:
+        verdict.violations.append(f"stalled: not converged within {CASE_TIMEOUT_S:.0f} s ({run.progress()})")
+    if not await run.collector.drain():
+        verdict.violations.append("the topics could not be read to their end")
+
+
 async def _run_postal_case(case: Case, bootstrap: str, database_url: str, workdir: Path) -> Verdict:
     started = time.monotonic()
     verdict = Verdict(case)
     run = _PostalRun(case, bootstrap, database_url, workdir)
     base_url = await run.sim.start()
     settings = settings_for(bootstrap, run.topics, database_url, POSTAL)
-    topics = {run.topics.input: PARTITIONS, run.topics.results: PARTITIONS, run.topics.dlt: 1}
-    topics.update({t: PARTITIONS for t in run.topics.tiers})
-    await ensure_topics(bootstrap, topics)
-    await run.collector.start()
-    fired = workdir / f"{case.slug}.fired"
-    fired.unlink(missing_ok=True)
-    partner = postal_env(base_url)
     try:
-        await _produce(bootstrap, run.topics.input, run.scenario.records)
-        argv = [sys.executable, "-m", "tests.faults.child"]
-        done = await _in_children(run, argv, lambda fault: {**child_env(settings, partner, fault),
-                                                            child.FIRED_ENV: str(fired)},
-                                  started + CASE_TIMEOUT_S, verdict, fired)
-        if not done:
-            verdict.violations.append(f"stalled: not converged within {CASE_TIMEOUT_S:.0f} s ({run.progress()})")
+        await _commands_in_children(run, bootstrap, settings, postal_env(base_url), started + CASE_TIMEOUT_S,
+                                    verdict)
         # The case aimed at a cancel must have hit one (the service was asked to cancel once more than needed).
         cancels = sum(1 for _number, operation in run.scenario.effects if operation == "cancel")
         aimed = case.point == "partner.answered" and case.nth == NTH[("postal", case.point)]
         if aimed and verdict.fired and run.sim.requests["cancel"] <= cancels:
             verdict.violations.append("the fault did not land on a cancel: no cancel was sent again")
-        if not await run.collector.drain():
-            verdict.violations.append("the topics could not be read to their end")
         verdict.violations.extend(await _postal_invariants(run))
     finally:
         await run.collector.stop()
@@ -901,6 +956,284 @@ def _feed_published(records: list[dict[str, Any]], published: list[tuple[bytes, 
     for dossier, seen in order.items():
         if seen != sorted(seen):
             problems.append(f"dossier {dossier}: tracking records first published in the order {seen}")
+    return problems
+
+
+# --- the tax scenario ------------------------------------------------------------------------------------------
+
+TAX_USER, TAX_PASSWORD, TAX_OFFICE_CODE = "gateway", "secret", "000.00.10.H34"
+# The tax office's rhythm, shrunk: the first notice poll 0.2 s after the receipt, then every 0.3 s; the notice
+# comes 0.5 s after the submission and is paid 0.5 s after it is issued (so each dossier's notice and payment
+# follow-ups answer "not yet" once, then find it).
+TAX_SCHEDULE = {
+    "FIRST_POLL_AFTER_S": 0.2, "POLL_INTERVAL_S": 0.3, "POLL_BACKOFF_FACTOR": 1.0, "POLL_INTERVAL_MAX_S": 0.3,
+    "PAYMENT_DEADLINE_S": 120.0,
+}
+# The notice deadline, which the silent dossier waits out in every case: longer than one fault can hold up the
+# notice follow-up of a dossier whose notice is there, or that dossier would end without it. A raised fault in
+# a run holds the row for its claim (2 s, then it runs again); a crash for a restart of the gateway (5-8 s on the
+# shared 2-core machine under load) and the claim.
+TAX_NOTICE_DEADLINE_S = {"raise": 5.0, "crash": 15.0}
+TAX_NOTICE_DELAY_S = TAX_PAYMENT_DELAY_S = 0.5
+TAX_POLL_OUTAGE = 2  # the heal dossier's first notice polls answered HTTP 503
+_NOTICE, _PAYMENT = "tax.notice", "tax.payment"  # the follow-ups' kinds (adapters/tax/handlers.py)
+_SUBMITTED, _ISSUED, _FULFILLED = "tax.submitted", "tax.notice_issued", "tax.obligation_fulfilled"
+_NO_NOTICE = "tax.no_notice_by_deadline"
+# A dossier's events, in the order they must first appear on its partition, by how its follow-ups end.
+_TAX_LINES: dict[str, tuple[str, ...]] = {PAID: (_SUBMITTED, _ISSUED, _FULFILLED), SILENT: (_SUBMITTED, _NO_NOTICE)}
+
+
+class OutageTaxSimulator(TaxSimulator):
+    """The tax simulator, where a submission for a dossier in `unavailable_dossiers` is answered HTTP 503 before
+    it has any effect (for as long as the test keeps it there), and the next `poll_outages[dossier]` notice polls
+    of a dossier likewise: retryable failures for that dossier alone, the first of a command, the others of its
+    follow-up."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.unavailable_dossiers: set[str] = set()
+        self.poll_outages: dict[str, int] = {}
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        operation, parsed = self._read(await request.read())  # (aiohttp keeps the body: the server reads it again)
+        dossier = parsed[1].findtext(f"{{{NS}}}MaHoSo") if operation in (SUBMIT, NOTICES) else None
+        out = operation == SUBMIT and dossier in self.unavailable_dossiers
+        if operation == NOTICES and self.poll_outages.get(dossier or "", 0) > 0:
+            self.poll_outages[dossier or ""] -= 1
+            out = True
+        if not out:
+            return await super()._serve(request)
+        self.requests[operation or "unreadable"] += 1
+        self.injected["outage"] += 1
+        return web.Response(body=b"<html><body>503 Service Unavailable</body></html>", status=503,
+                            content_type="text/html")
+
+
+def tax_env(sim: TaxSimulator, directory: Path, notice_deadline_s: float) -> dict[str, str]:
+    """The tax adapter's settings for a child: the simulator, the land office's key, the tax office's certificate."""
+    key, cert = write_pems(land_office(), directory, "land-office")
+    office = directory / "tax-office.cert.pem"
+    office.write_bytes(sim.tax_office_cert_pem)
+    return {
+        "GATEWAY_TAX_BASE_URL": sim.endpoint_url,
+        "GATEWAY_TAX_USERNAME": TAX_USER,
+        "GATEWAY_TAX_PASSWORD": TAX_PASSWORD,
+        "GATEWAY_TAX_SIGNING_KEY_PATH": str(key),
+        "GATEWAY_TAX_SIGNING_CERT_PATH": str(cert),
+        "GATEWAY_TAX_TAX_OFFICE_CERT_PATH": str(office),
+        "GATEWAY_TAX_OFFICE_CODE": TAX_OFFICE_CODE,
+        **{f"GATEWAY_TAX_{name}": str(value) for name, value in TAX_SCHEDULE.items()},
+        "GATEWAY_TAX_NOTICE_DEADLINE_S": str(notice_deadline_s),
+    }
+
+
+class _TaxRun:
+    """What one tax case drives and inspects: commands in, the follow-ups' notices and payments read out."""
+
+    def __init__(self, case: Case, bootstrap: str, database_url: str, workdir: Path) -> None:
+        self.case = case
+        self.workdir = workdir
+        self.scenario: TaxScenario = build_tax()
+        self.topics = _Topics.private_commands(TAX)
+        s = self.scenario
+        self.sim = OutageTaxSimulator(
+            land_office_cert=land_office().cert_pem, tax_office=tax_office(), username=TAX_USER,
+            password=TAX_PASSWORD, reject_dossiers={s.refused}, silent_dossiers={s.silent},
+            notice_delay_s=TAX_NOTICE_DELAY_S, payment_delay_s=TAX_PAYMENT_DELAY_S,
+        )
+        self.sim.unavailable_dossiers = {s.heal}
+        self.sim.poll_outages = {s.heal: TAX_POLL_OUTAGE}
+        self.collector = Collector(bootstrap, self.topics, malformed_key=s.unreadable_key)
+        self.engine = create_engine(database_url)
+        self.parking = ParkingLot(self.engine)
+        self.followups = FollowUpStore(self.engine)
+        self.healed = False
+
+    @property
+    def records(self) -> list[tuple[bytes | None, bytes]]:
+        return self.scenario.records
+
+    def _answered(self) -> bool:
+        s = self.scenario
+        seen = {str(r["source_event_id"]) for r in self.collector.results}
+        dead = self.collector.dead_event_ids()
+        return (
+            all(i in seen for i in s.allowed)
+            and all(dead.get(i) for i in s.dead_lettered)
+            and dead.get("<malformed>", 0) > 0
+            and bool(self.collector.invalid)
+        )
+
+    def _ended(self) -> list[str]:
+        """The dossiers whose follow-ups' last event (fulfilled, or no notice by the deadline) is on the topic."""
+        seen = {(m["dossier_code"], m["event_type"]) for _raw, m in self.collector.partner}
+        return [code for code, end in self.scenario.ends.items() if (code, _TAX_LINES[end][-1]) in seen]
+
+    async def _pending(self) -> int:
+        try:
+            return await self.followups.pending(TAX)
+        except Exception:  # the store may not be migrated yet by the gateway
+            return -1
+
+    async def _tick(self) -> None:
+        # End the submission outage of the `heal` dossier once its command waits in a tier.
+        if not self.healed:
+            try:
+                parked = await self.parking.head(TAX, self.scenario.heal)
+            except Exception:  # the store may not be migrated yet by the gateway
+                parked = None
+            if parked is not None:
+                self.sim.unavailable_dossiers.clear()
+                self.healed = True
+
+    async def until_done(self, deadline: float, child: subprocess.Popen[bytes] | None = None) -> bool:
+        """Drive until every command is answered, nothing is parked, every dossier's follow-ups ended on the topic
+        and no follow-up is pending; False at the deadline or if the child process died."""
+        while time.monotonic() < deadline:
+            await self._tick()
+            if (self._answered() and len(self._ended()) == len(self.scenario.ends)
+                    and await _parked(self.parking, TAX) == 0 and await self._pending() == 0):
+                return True
+            if child is not None and child.poll() is not None:
+                return False
+            await asyncio.sleep(0.1)
+        return False
+
+    def progress(self) -> str:
+        s = self.scenario
+        seen = {str(r["source_event_id"]) for r in self.collector.results}
+        dead = self.collector.dead_event_ids()
+        ended = self._ended()
+        return (f"{sum(i not in seen for i in s.allowed)} commands without an answer, "
+                f"{sum(not dead.get(i) for i in s.dead_lettered)} without their dead letter, "
+                f"{len(self.collector.invalid)} answers to the unreadable one, healed={self.healed}, "
+                f"follow-ups not ended for {sorted(set(s.ends) - set(ended))}, "
+                f"submissions applied {len(self.sim.applied)}, requests {self.sim.requests}")
+
+
+async def _run_tax_case(case: Case, bootstrap: str, database_url: str, workdir: Path) -> Verdict:
+    started = time.monotonic()
+    verdict = Verdict(case)
+    run = _TaxRun(case, bootstrap, database_url, workdir)
+    await run.sim.start()
+    settings = settings_for(bootstrap, run.topics, database_url, TAX)
+    keys = workdir / "tax-keys"
+    keys.mkdir(exist_ok=True)
+    try:
+        partner = tax_env(run.sim, keys, TAX_NOTICE_DEADLINE_S[case.kind])
+        await _commands_in_children(run, bootstrap, settings, partner, started + CASE_TIMEOUT_S, verdict)
+        verdict.violations.extend(await _tax_invariants(run))
+    finally:
+        await run.collector.stop()
+        await run.sim.stop()
+        await run.engine.dispose()
+    verdict.seconds = time.monotonic() - started
+    return verdict
+
+
+async def _tax_invariants(run: _TaxRun) -> list[str]:
+    """The guarantees of commands and of their follow-ups, judged from outside the gateway."""
+    s, c, sim = run.scenario, run.collector, run.sim
+    # 1. One terminal answer per command, the expected one; the unreadable command answered `invalid`; dead
+    # letters only for the commands that end as one.
+    problems, outcomes = _one_answer_each(c.results, s.allowed)
+    problems += _invalid_answered(c.invalid, s.unreadable_key, TAX_UNREADABLE_PART)
+    problems += _dead_letters_expected(c.dead_event_ids(), s.allowed, s.dead_lettered, outcomes)
+    # 2. One submission per MaYeuCau at the tax office, in each dossier's order; exactly one for every command
+    # answered done (the simulator answers a repeated MaYeuCau with its receipt, without applying it again).
+    applied: list[tuple[str, str, int]] = []
+    for code, rid in sim.applied:
+        command = s.submissions.get(rid)
+        if command is None or s.allowed[command] != {"done"} or s.order[command][0] != code:
+            problems.append(f"a submission no command may make: {rid} of {code}")
+            continue
+        applied.append((rid, *s.order[command]))
+    problems += _once_each_in_order(applied)
+    done = {command for command, seen in outcomes.items() if seen == {"done"}}
+    problems.extend(f"command {command} answered done, but {rid} was never submitted"
+                    for rid, command in s.submissions.items() if command in done and rid not in sim.submissions)
+    # 3. Each done command's tax.submitted (caused by it, the receipt the office gave) is on the events topic.
+    events = [m for _raw, m in c.partner]
+    reported = {(m["request_id"], m["receipt_id"], m.get("causation_id")) for m in events
+                if m["event_type"] == _SUBMITTED}
+    for rid, command in sorted(s.submissions.items()):
+        if command in done and (rid, sim.submissions.get(rid), command) not in reported:
+            problems.append(f"command {command} answered done, but its tax.submitted of {rid} was never published")
+    # 4. Every follow-up ended once: per dossier, one event id of each fact (repeats only under that id), the
+    # facts its follow-ups must end with and no other, first seen in the dossier's order.
+    problems += _tax_events_per_dossier(s, sim, events)
+    # 5. Every follow-up row finished as expected, none left pending.
+    problems += await _tax_rows(run)
+    # 6. The ledger still verifies, and nothing is left parked.
+    problems += await _store_checks(run.engine, run.parking, TAX)
+    return problems
+
+
+def _notices(sim: TaxSimulator, code: str) -> list[str]:
+    """The notices the tax office issued for a dossier (as they are: none issued by asking)."""
+    record = sim.dossiers.get(code)
+    return [] if record is None else [n.notice_id for n in record.notices]
+
+
+def _tax_events_per_dossier(s: TaxScenario, sim: TaxSimulator, events: list[dict[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    ids: dict[tuple[str, str], set[str]] = defaultdict(set)
+    facts: dict[str, dict[str, Any]] = {}  # event id -> the first message of it
+    first: dict[str, list[str]] = defaultdict(list)  # dossier -> event types in the order first seen
+    for m in events:
+        code, kind, event_id = m["dossier_code"], m["event_type"], str(m["event_id"])
+        ids[(code, kind)].add(event_id)
+        facts.setdefault(event_id, m)
+        if kind not in first[code]:
+            first[code].append(kind)
+    forms: dict[str, int] = defaultdict(int)
+    for command in s.submissions.values():
+        forms[s.order[command][0]] += 1
+    for code in sorted(set(first) | set(s.ends)):
+        line = _TAX_LINES.get(s.ends.get(code, ""), ())
+        unexpected = [kind for kind in first[code] if kind not in line]
+        if unexpected:
+            problems.append(f"dossier {code}: events it must not have: {unexpected}")
+        for kind in line:
+            expected = forms[code] if kind == _SUBMITTED else 1
+            found = len(ids[(code, kind)])
+            if found != expected:
+                problems.append(f"dossier {code}: {kind} published under {found} event ids, expected {expected}")
+        seen = [kind for kind in first[code] if kind in line]
+        if seen != [kind for kind in line if kind in seen]:
+            problems.append(f"dossier {code}: events first seen in the order {seen}, expected {list(line)}")
+        # The facts are the tax office's: the notice it issued, the payment of that notice, the receipt it gave.
+        notices = _notices(sim, code)
+        for kind in (_ISSUED, _FULFILLED):
+            for event_id in ids[(code, kind)]:
+                if [facts[event_id]["notice_id"]] != notices:
+                    problems.append(f"dossier {code}: {kind} of notice {facts[event_id]['notice_id']}, the tax "
+                                    f"office issued {notices}")
+        for event_id in ids[(code, _NO_NOTICE)]:
+            if facts[event_id]["receipt_id"] not in sim.submissions.values():
+                problems.append(f"dossier {code}: no notice for receipt {facts[event_id]['receipt_id']}, "
+                                "which the tax office never gave")
+    return problems
+
+
+async def _tax_rows(run: _TaxRun) -> list[str]:
+    """Each submission's notice follow-up and each notice's payment follow-up: one row each, finished as its
+    dossier must end (done; gave_up when no notice came by the deadline); no other row."""
+    s, sim = run.scenario, run.sim
+    problems: list[str] = []
+    for code, end in sorted(s.ends.items()):
+        expected: dict[str, str] = {}
+        for rid, command in s.submissions.items():
+            if s.order[command][0] == code:
+                expected[f"{_NOTICE}:{rid}"] = "done" if end == PAID else "gave_up"
+        if end == PAID:
+            expected.update({f"{_PAYMENT}:{notice}": "done" for notice in _notices(sim, code)})
+        rows = {row.key: row.state for row in await run.followups.for_dossier(code)}
+        if rows != expected:
+            problems.append(f"dossier {code}: follow-ups {rows}, expected {expected}")
+    stray = await run.followups.for_dossier(s.refused)
+    if stray:
+        problems.append(f"dossier {s.refused}, refused, has follow-ups: {[row.key for row in stray]}")
     return problems
 
 

@@ -13,6 +13,9 @@ lifecycle event is reached:
 
 `postal` (`build_postal`): the postal service's commands for a few dossiers and, from its simulator, the
 tracking feed the gateway polls (PostalScenario says which command does what).
+
+`tax` (`build_tax`): the tax office's commands for a few land dossiers, each submission followed up (notice,
+then payment) by the gateway's durable follow-ups (TaxScenario says which dossier does what).
 """
 
 from __future__ import annotations
@@ -147,4 +150,71 @@ def build_postal(seed: int = 7) -> PostalScenario:
                 s.records.append((code.encode(), made[code][i]))
     s.records.append((s.unreadable_key, POSTAL_UNREADABLE))
     s.records.append((ok.encode(), made[ok][0]))  # the pickup command delivered again, unchanged
+    return s
+
+
+# --- the tax scenario: signed submissions, then the follow-ups that come back for the notice and the payment ---
+
+TAX_UNREADABLE = b'{"event_type": "tax.determine_obligations", "note": "an unreadable tax command"}'
+TAX_UNREADABLE_PART = "an unreadable tax command"  # in no reason the gateway gives
+TAX_DAY = "240301"  # the day in the scenario's dossier codes
+PAID = "paid"  # a dossier whose follow-ups go all the way: notice issued, then paid
+SILENT = "silent"  # a dossier the tax office never sends a notice for: no notice by the deadline
+
+
+@dataclass
+class TaxScenario:
+    """The commands to produce, what each must end as, and how each dossier's follow-ups must end.
+
+    - `ok`: a form submitted, its notice issued, then paid (notice_issued, obligation_fulfilled); later its
+      command again, unchanged (a redelivery: the same answer, no second submission);
+    - `heal`: a form the tax office cannot take for a while (HTTP 503 for that dossier's submissions until the
+      command is parked: the driver ends the outage once its parking row appears), and the dossier's corrected
+      form (sequence 2) queued behind it; its first notice polls also meet an outage (503, retried with the
+      follow-ups' backoff). Two submissions, each with its notice follow-up, one notice, one payment;
+    - `silent`: a form submitted whose notice never comes (`silent_dossiers`): tax.no_notice_by_deadline;
+    - `refused`: a form the tax office refuses (`reject_dossiers`: rejected, dead-lettered, nothing followed up);
+    - one unreadable command (answered `gateway.input_invalid`, dead-lettered).
+    """
+
+    records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    allowed: dict[str, set[str]] = field(default_factory=dict)  # command id -> its outcome (done/rejected)
+    dead_lettered: set[str] = field(default_factory=set)  # command ids that must have a dead letter
+    order: dict[str, tuple[str, int]] = field(default_factory=dict)  # command id -> (dossier, place in its line)
+    submissions: dict[str, str] = field(default_factory=dict)  # MaYeuCau -> the command that submits it
+    ends: dict[str, str] = field(default_factory=dict)  # dossier -> PAID or SILENT (a dossier submitted at all)
+    heal: str = ""
+    silent: str = ""
+    refused: str = ""
+    unreadable_key: bytes = b""
+
+
+def build_tax(seed: int = 7) -> TaxScenario:
+    from adapters.tax.mapping import request_id  # (imports the gateway: only when needed)
+    from tests.integration.postal_harness import dossier
+    from tests.integration.tax_harness import command
+
+    ok, heal, silent, refused, unreadable = (dossier(n, day=TAX_DAY) for n in range(1, 6))
+    lines: dict[str, int] = {ok: 1, heal: 2, silent: 1, refused: 1}  # dossier -> its forms (sequences 1..n)
+    s = TaxScenario(heal=heal, silent=silent, refused=refused, unreadable_key=unreadable.encode(),
+                    ends={ok: PAID, heal: PAID, silent: SILENT})
+    made: dict[str, list[bytes]] = {}
+    for code, forms in lines.items():
+        for place in range(forms):
+            command_id = uuid.uuid5(uuid.NAMESPACE_URL, f"faults/tax/{seed}/{code}/{place}")
+            made.setdefault(code, []).append(command(code, sequence=place + 1, event_id=command_id))
+            cid = str(command_id)
+            s.order[cid] = (code, place)
+            s.submissions[request_id(code, place + 1)] = cid
+            if code == refused:
+                s.allowed[cid] = {"rejected"}
+                s.dead_lettered.add(cid)
+            else:
+                s.allowed[cid] = {"done"}
+    for i in range(max(lines.values())):  # interleaved, each dossier's in order
+        for code in lines:
+            if i < len(made[code]):
+                s.records.append((code.encode(), made[code][i]))
+    s.records.append((s.unreadable_key, TAX_UNREADABLE))
+    s.records.append((ok.encode(), made[ok][0]))  # the first command delivered again, unchanged
     return s
