@@ -129,3 +129,14 @@ async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]
         yield r
     finally:
         await r.stop()
+
+
+# Runner and poller tests whose logic does not depend on the backend: their PostgreSQL runs repeat the SQLite
+# ones (the stores' own tests run on both in `make test`), so they go to `make slow`.
+_BACKEND_REPEATS = ("test_feed_poller.py", "test_followup_runner.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in _BACKEND_REPEATS and "[postgresql" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

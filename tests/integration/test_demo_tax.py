@@ -56,6 +56,7 @@ async def test_a_small_demo_follows_land_dossiers_to_their_end_and_loses_nothing
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow  # the demo's check can fail: a whole demo run that must end lost > 0
 async def test_follow_ups_that_give_up_before_the_notice_comes_are_reported_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,8 @@ from tests.integration.child_process import exited, start_child
 from tests.integration.feed_harness import TopicReader, assert_repeats_are_identical
 from tests.integration.followup_harness import ADAPTER, KIND, event_id
 
-pytestmark = pytest.mark.integration
+# make test kills whole gateways mid-feed and mid-follow-up (tests/integration/test_*_processes.py).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 child = functools.partial(start_child, "tests.integration.followup_child")
 
