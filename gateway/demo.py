@@ -336,7 +336,7 @@ async def _drive(
     events = interleave(journeys)
     commands = postal_commands(journeys, seed=seed)
     postal.sim.fail_orders, postal.sim.unknown_status_orders = demo_postal.troubled_orders(commands, seed)
-    forms = tax_commands(journeys, seed=seed)
+    forms = tax_commands(journeys, seed=seed, organisations=True)
     tax.sim.set_knobs(silent_dossiers=demo_tax.silent_dossiers(forms, seed))
     items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
     items = demo_tax.schedule(items, forms, tax.commands_topic)

@@ -52,10 +52,12 @@ def request_id(dossier_code: str, sequence: int) -> str:
 
 def _party(party: TaxParty) -> dict[str, Any]:
     out: dict[str, Any] = {"HoTen": party.full_name}
-    if party.id_number is not None:
+    if party.id_number is not None:  # a person: SoGiayTo, and MaSoThue when it differs
         out["SoGiayTo"] = party.id_number
-    if party.tax_code is not None and party.tax_code != party.id_number:
-        out["MaSoThue"] = party.tax_code
+        if party.tax_code is not None and party.tax_code != party.id_number:
+            out["MaSoThue"] = party.tax_code
+    else:  # an organisation: its tax code alone
+        out["MaSoThueToChuc"] = party.tax_code
     out["DiaChi"] = party.address
     return out
 

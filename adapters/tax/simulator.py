@@ -527,7 +527,7 @@ class TaxSimulator(Simulator):
     def _parties(form: Any, name: str) -> list[_Party]:
         parties = []
         for party in form.findall(_q(name)):
-            code = _text(party, "MaSoThue") or _text(party, "SoGiayTo")
+            code = _text(party, "MaSoThue") or _text(party, "MaSoThueToChuc") or _text(party, "SoGiayTo")
             parties.append(_Party(name=_text(party, "HoTen"), tax_code=code))
         return parties
 

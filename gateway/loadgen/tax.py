@@ -16,10 +16,9 @@ personal ID number, or an organisation's tax code), with the applicant's spouse 
 citizens. The parcel and the other parties are synthetic, drawn from a seeded generator; commands are built
 with validation, their ids derived from the causing event, so the same journeys always give the same commands.
 
-Organisations are left out unless asked for (`organisations=True`): the contract lets a party be identified by
-its tax code alone, but the tax adapter cannot send such a party yet (zeep fills the form's xs:choice from its
-first branch and asks for SoGiayTo, so the command is rejected as not fitting the schema). In the journeys only
-land allocated to an organisation (1.004177, 15 of 2,000 dossiers) is concerned.
+Organisations come only when asked for (`organisations=True`, as the demo does): a party identified by its tax
+code alone goes in the form's `MaSoThueToChuc`. In the journeys only land allocated to an organisation
+(1.004177, 15 of 2,000 dossiers) is concerned.
 """
 
 from __future__ import annotations

@@ -155,3 +155,16 @@ async def test_a_form_signed_by_someone_else_is_refused_by_the_office(sim: TaxSi
     finally:
         await forger.close()
     assert sim.applied == []
+
+
+async def test_an_organisation_identified_by_its_tax_code_alone_is_submitted(
+    sim: TaxSimulator, client: TaxClient
+) -> None:
+    doc = examples("tax")["tax.determine_obligations"]
+    doc["recipients"] = [{"full_name": "Công ty TNHH Đất Việt", "tax_code": "0101234567", "address": "1 Lê Lợi"}]
+    command = parse_tax_command(json.dumps(doc))
+    assert (await _submit(client, command)).receipt_id
+    assert len(sim.applied) == 1
+    sim.issue_notice(command.dossier_code)
+    _, notices = await client.notices(command.dossier_code)
+    assert "0101234567" in {item.tax_code for item in notices[0].items}  # the office read the organisation's code

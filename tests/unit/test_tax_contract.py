@@ -243,7 +243,8 @@ def test_the_domain_field_names_are_the_contracts() -> None:
     voucher = {"MaHoSo", "MaSoThue", "HoTenNguoiNopTien", "ThongTinThanhToan", "NoiDungThanhToan",
                "ThoiGianThanhToan", "MaThongBaoThue", "TrangThaiThanhToan", "SoTien", "UrlFileChungTu"}
     ours = {"MaYeuCau", "MaTiepNhan", "TrangThai", "MoTa", "MA_THONG_BAO", "HAN_NOP", "ChiTiet", "HoTen", "SoGiayTo",
-            "SoToBanDo", "SoThua", "DienTich", "MucDichSuDung", "ThoiHanSuDung", "GiaTriChuyenNhuong", "MaCoQuan"}
+            "MaSoThueToChuc", "SoToBanDo", "SoThua", "DienTich", "MucDichSuDung", "ThoiHanSuDung", "GiaTriChuyenNhuong",
+            "MaCoQuan"}
     assert notice | voucher | ours <= names
 
 
