@@ -230,7 +230,9 @@ def test_sync_results_of_1_0_are_unchanged_in_1_1() -> None:
 
 def test_the_asyncapi_document_lists_the_answer_with_a_valid_example() -> None:
     doc = asyncapi()
-    assert doc["info"]["version"] == "1.1.0"
+    # The answer came with 1.1; later minor versions (1.2 postal, 1.3 tax) keep it.
+    major, minor, _ = (int(part) for part in doc["info"]["version"].split("."))
+    assert (major, minor) >= (1, 1) and major == 1
     channel = doc["channels"]["syncResults"]["messages"]
     assert channel["inputInvalid"] == {"$ref": "#/components/messages/InputInvalid"}
     message = doc["components"]["messages"]["InputInvalid"]
