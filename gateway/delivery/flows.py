@@ -51,6 +51,26 @@ class Flow(Protocol):
         ...
 
 
+def _answer_fields(
+    adapter: str, message: Any, outcome: str, attempts: int, partner_answer: str | None, reason: str | None
+) -> dict[str, Any]:
+    """What every answer says of the input it answers. Deterministic id: a redelivered input yields the same
+    answer id, so readers can de-duplicate."""
+    return {
+        "event_id": uuid5(NAMESPACE_URL, f"{adapter}/{message.event_id}/{outcome}"),
+        "occurred_at": datetime.now(UTC),
+        "dossier_code": message.dossier_code,
+        "correlation_id": message.correlation_id,
+        "causation_id": message.event_id,
+        "partner": adapter,
+        "source_event_id": message.event_id,
+        "source_event_type": message.event_type,
+        "partner_answer": partner_answer[:1000] if partner_answer else None,
+        "reason": reason[:2000] if reason else None,
+        "attempts": max(1, attempts),
+    }
+
+
 def sync_result(
     adapter: str,
     event: Any,
@@ -69,21 +89,8 @@ def sync_result(
     tests/unit/test_pipeline_decode.py checks the output against the published contract.
     """
     result = SyncResult.model_construct(
-        # Deterministic id: a redelivered event yields the same result id, so readers can de-duplicate.
-        event_id=uuid5(NAMESPACE_URL, f"{adapter}/{event.event_id}/{outcome.value}"),
-        occurred_at=datetime.now(UTC),
-        dossier_code=event.dossier_code,
-        correlation_id=event.correlation_id,
-        causation_id=event.event_id,
-        partner=adapter,
-        source_event_id=event.event_id,
-        source_event_type=event.event_type,
-        dossier_version=event.dossier_version,
-        outcome=outcome,
-        partner_status=partner_status,
-        partner_answer=partner_answer[:1000] if partner_answer else None,
-        reason=reason[:2000] if reason else None,
-        attempts=max(1, attempts),
+        **_answer_fields(adapter, event, outcome.value, attempts, partner_answer, reason),
+        dossier_version=event.dossier_version, outcome=outcome, partner_status=partner_status,
     )
     return result.model_dump_json().encode()
 
@@ -110,19 +117,8 @@ def command_result(
     """The answer to one command, as JSON (validated: the path is not hot, and a bad answer must not go out)."""
     answered = _COMMAND_OUTCOME[outcome]
     result = CommandResult(
-        event_id=uuid5(NAMESPACE_URL, f"{adapter}/{command.event_id}/{answered.value}"),
-        occurred_at=datetime.now(UTC),
-        dossier_code=command.dossier_code,
-        correlation_id=command.correlation_id,
-        causation_id=command.event_id,
-        partner=adapter,
-        source_event_id=command.event_id,
-        source_event_type=command.event_type,
-        outcome=answered,
-        partner_reference=partner_reference,
-        partner_answer=partner_answer[:1000] if partner_answer else None,
-        reason=reason[:2000] if reason else None,
-        attempts=max(1, attempts),
+        **_answer_fields(adapter, command, answered.value, attempts, partner_answer, reason),
+        outcome=answered, partner_reference=partner_reference,
     )
     return result.model_dump_json().encode()
 
