@@ -33,7 +33,7 @@ from tests.integration.followup_harness import ADAPTER, KIND, FakeHandler, event
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
 FAST = FollowUpSettings(
-    scan_interval_s=0.05, batch=50, concurrency=8, claim_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.4
+    scan_interval_s=0.05, batch=50, concurrency=8, claim_s=3.0, backoff_initial_s=0.1, backoff_max_s=0.4
 )
 TOLERANCE = timedelta(milliseconds=20)  # the database's clock and ours are the host's, read at other instants
 
