@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 from contracts.events import parse_dossier_event
 from contracts.topics import dead_letter_topic
@@ -103,6 +104,7 @@ class FakeStore:
         self.settlements: list[Settlement] = []
         self.lookups: list[Lookup] = []
         self.forgotten: list[tuple[str, str]] = []
+        self.moves: list[tuple[str, int]] = []
         self.rows: list[Parked] = []  # in line order
         self.scheduled: list[FollowUpRequest] = []
         self.on_settle: Callable[[], None] | None = None  # another process acting just before our settle
@@ -165,6 +167,7 @@ class FakeStore:
     async def move(self, adapter: str, event_id: str, tier: int) -> None:
         assert adapter == ADAPTER
         self.steps.append(f"move:{tier}")
+        self.moves.append((event_id, tier))
         self.rows = [Parked(r.adapter, r.dossier_code, r.park_seq, r.event_id, tier) if r.event_id == event_id else r
                      for r in self.rows]
 
@@ -206,8 +209,10 @@ class FakeAdapter:
     name: str = ADAPTER
     calls: list[tuple[str, str]] = field(default_factory=list)  # (event id, idempotency scope)
     steps: Steps | None = None
+    asked: list[str] = field(default_factory=list)  # event ids `wants` was asked about
 
     def wants(self, event: Any) -> bool:
+        self.asked.append(str(event.event_id))
         return self.wanted
 
     async def deliver(self, event: Any) -> Delivered:
@@ -283,3 +288,8 @@ def rig(
 
 def parse(value: bytes) -> Any:
     return parse_dossier_event(value)
+
+
+def answer_id(outcome: str, n: int = 1, adapter: str = ADAPTER) -> str:
+    """The deterministic id of the answer to event `n` (gateway.delivery.flows)."""
+    return str(uuid5(NAMESPACE_URL, f"{adapter}/{event_id(n)}/{outcome}"))

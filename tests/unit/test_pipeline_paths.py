@@ -16,13 +16,17 @@ import pytest
 import structlog
 
 from contracts.topics import dead_letter_topic
+from gateway import retry_topics
 from gateway.adapter import Delivered, Emitted, Exchange, digest, idempotency_scope
 from gateway.dead_letters import (
     H_ATTEMPTS,
+    H_CONNECTOR,
     H_EXC_CLASS,
     H_EXC_MESSAGE,
     H_FIRST_FAILURE,
+    H_LAST_FAILURE,
     H_OFFSET,
+    H_ORIGINAL_SIZE,
     H_STAGE,
     H_TOPIC,
     REPLAY_HEADER,
@@ -32,19 +36,7 @@ from gateway.dead_letters import (
 from gateway.errors import PartnerRejected, PartnerThrottled, PartnerUnavailable
 from gateway.followups.model import FollowUpRequest
 from gateway.pipeline import STALE_REASON
-from gateway.retry_topics import (
-    H_ATTEMPTS as C_ATTEMPTS,
-)
-from gateway.retry_topics import (
-    H_FIRST_FAILURE as C_FIRST_FAILURE,
-)
-from gateway.retry_topics import (
-    H_ORIGIN_OFFSET,
-    H_ORIGIN_TOPIC,
-    H_TIER,
-    RetryTier,
-    retry_headers,
-)
+from gateway.retry_topics import H_ORIGIN_OFFSET, H_ORIGIN_TOPIC, H_TIER, RetryTier, retry_headers
 from gateway.runtime.records import InboundRecord
 from gateway.store import Advance, ExchangeEntry, Parked
 from tests.unit.pipeline_fakes import (
@@ -54,6 +46,7 @@ from tests.unit.pipeline_fakes import (
     RESULTS,
     TOPIC,
     Rig,
+    answer_id,
     event_id,
     event_value,
     record,
@@ -61,6 +54,7 @@ from tests.unit.pipeline_fakes import (
 )
 
 E1 = event_id(1)
+C_ATTEMPTS, C_FIRST_FAILURE = retry_topics.H_ATTEMPTS, retry_topics.H_FIRST_FAILURE  # a copy's own headers
 CALL = ["hit:partner.call", "deliver", "hit:partner.answered"]
 FAILED_CALL = ["hit:partner.call", "deliver"]
 SYNCED = ["hit:settle", "settle", "hit:result.publish.synced", "results:result"]
@@ -116,6 +110,7 @@ async def test_a_delivery_publishes_its_events_schedules_then_settles_then_answe
     assert [s.key for s in r.sent if s.topic == RESULTS] == [CODE.encode()]
     assert r.processed("synced") == 1 and r.sample("gateway_events_in_total", adapter=ADAPTER) == 1
     assert r.sample("gateway_ledger_write_seconds_count") == 1
+    assert r.sample("gateway_ledger_write_seconds_sum") < 5  # how long the settle took, not a clock reading
     assert 1.9 < r.sample("gateway_sync_delay_seconds_sum", adapter=ADAPTER) < 30  # published 2 s ago
     assert r.sample("gateway_sync_delay_seconds_count", adapter=ADAPTER) == 1
 
@@ -163,7 +158,7 @@ async def test_an_input_the_adapter_does_not_want_is_only_counted(monkeypatch: A
     r = rig(monkeypatch)
     r.adapter.wanted = False
     await r.pipeline(record(event_value(1, 1)))
-    assert r.steps == [] and r.processed("ignored") == 1
+    assert r.steps == [] and r.processed("ignored") == 1 and r.adapter.asked == [E1]
     assert r.sample("gateway_events_in_total", adapter=ADAPTER) == 1
 
 
@@ -180,6 +175,7 @@ async def test_a_processed_input_is_answered_again_without_a_call(
     assert r.steps == ["known", "hit:result.publish.duplicate", "results:result"]
     (result,) = r.results()
     assert (result["outcome"], result["attempts"], result["reason"]) == (outcome, 1, reason)
+    assert (result["event_id"], result["partner"]) == (answer_id(outcome), ADAPTER)  # the first answer's id
     assert r.processed("duplicate") == 1 and r.processed(outcome) == 0
 
 
@@ -208,6 +204,7 @@ async def test_a_version_not_newer_than_the_synced_one_is_dropped(monkeypatch: A
     assert entry.response_hash is None and entry.started_at <= entry.finished_at
     (result,) = r.results()
     assert (result["outcome"], result["attempts"], result["reason"]) == ("stale_dropped", 1, STALE_REASON)
+    assert (result["event_id"], result["partner"]) == (answer_id("stale_dropped"), ADAPTER)
     assert r.processed("stale_dropped") == 1 and r.sample("gateway_stale_dropped_total", adapter=ADAPTER) == 1
     assert [x for x in logs if x["event"] == "stale_snapshot_dropped"] == [{
         "event": "stale_snapshot_dropped", "log_level": "info", "adapter": ADAPTER,
@@ -226,7 +223,7 @@ async def test_an_advance_lost_at_the_settle_to_a_newer_version_is_stale(monkeyp
     r.store.on_settle = lambda: r.store.versions.__setitem__(CODE, 5)  # another process synced v5 meanwhile
     await r.pipeline(record(event_value(1, 4)))
     assert r.steps == ["known", *CALL, *SYNCED[:2], "known", *STALE]
-    assert r.store.lookups[1].owned_version is None
+    assert (r.store.lookups[1].dossier_code, r.store.lookups[1].owned_version) == (CODE, None)
     assert [x["outcome"] for x in r.results()] == ["stale_dropped"] and r.processed("synced") == 0
     assert r.sample("gateway_sync_delay_seconds_count", adapter=ADAPTER) == 0
 
@@ -264,6 +261,7 @@ async def test_a_follower_of_a_parked_message_queues_in_its_tier(monkeypatch: An
     (entry,) = r.store.settlements[0].ledger
     assert (entry.outcome, entry.attempts, entry.detail) == ("parked", 1, r.tiers[1].label)
     assert r.store.settlements[0].processed_outcome is None and r.store.settlements[0].advance is None
+    assert r.store.settlements[0].event_id == E1
     assert r.processed("parked") == 1
     assert r.sample("gateway_retries_total", adapter=ADAPTER, tier=r.tiers[1].label) == 1
 
@@ -323,18 +321,21 @@ async def test_a_refusal_is_recorded_answered_then_dead_lettered(monkeypatch: An
         await r.pipeline(origin)
     assert r.steps == ["known", *FAILED_CALL, *DLQ]  # one try: retrying a refusal cannot help
     (s,) = r.store.settlements
-    assert (s.advance, s.processed_outcome) == (None, None)  # a replay of the dead letter must be delivered
+    assert (s.event_id, s.advance, s.processed_outcome) == (E1, None, None)  # a replay must be delivered
     (entry,) = s.ledger
     assert (entry.outcome, entry.attempts, entry.detail) == ("rejected", 1, "PartnerRejected: no such procedure")
     assert before <= entry.started_at <= entry.finished_at
     (result,) = r.results()
     assert (result["outcome"], result["attempts"], result["reason"]) == ("rejected", 1, "no such procedure")
+    assert (result["event_id"], result["partner"]) == (answer_id("rejected"), ADAPTER)
     dead = r.sent[-1]
     assert (dead.topic, dead.value, dead.key) == (dead_letter_topic(TOPIC, ADAPTER), origin.value, CODE.encode())
     assert dead.headers is not None and dead.headers["trace"] == "t1" and SCOPE_HEADER not in dead.headers
     assert (dead.headers[H_EXC_CLASS], dead.headers[H_ATTEMPTS], dead.headers[H_STAGE]) == (
         "PartnerRejected", "1", "TASK_PUT")
     assert before <= datetime.fromisoformat(dead.headers[H_FIRST_FAILURE]) <= datetime.now(UTC)
+    assert before <= datetime.fromisoformat(dead.headers[H_LAST_FAILURE]) <= datetime.now(UTC)
+    assert dead.headers[H_CONNECTOR] == ADAPTER
     assert r.processed("rejected") == 1
     assert r.sample("gateway_dead_letters_total", adapter=ADAPTER, error_class="PartnerRejected") == 1
     assert [x for x in logs if x["event"] == "dead_lettered"] == [{
@@ -376,7 +377,8 @@ async def test_a_retryable_failure_parks_its_row_then_its_copy_in_the_first_tier
     assert r.steps == ["known", *FAILED_CALL * 3, "forget", "hit:parking.park.first", "park:0",
                        "hit:copy.publish.first", "publisher:tier0", "hit:ledger.append.tier", "settle"]
     assert r.store.forgotten == [(ADAPTER, CODE)]  # a tier's consumer may advance the dossier now
-    assert [(x.event_id, x.tier) for x in r.store.rows] == [(E1, 0)]
+    assert [(x.dossier_code, x.event_id, x.tier) for x in r.store.rows] == [(CODE, E1, 0)]
+    assert r.store.settlements[0].event_id == E1
     (copy,) = r.sent
     assert (copy.topic, copy.value, copy.key) == (r.tiers[0].topic, origin.value, CODE.encode())
     assert copy.headers is not None and (copy.headers[H_TIER], copy.headers[C_ATTEMPTS]) == ("0", "3")
@@ -515,6 +517,7 @@ async def test_a_copy_failing_again_climbs_to_the_next_tier(monkeypatch: Any) ->
     assert (copy.headers[H_TIER], copy.headers[C_ATTEMPTS], copy.headers[C_FIRST_FAILURE]) == ("1", "4", FIRST)
     assert (copy.headers[H_ORIGIN_TOPIC], copy.headers[H_ORIGIN_OFFSET]) == (TOPIC, "41")  # the input, not the copy
     assert [(x.event_id, x.tier) for x in r.store.rows] == [(E1, 1)]
+    assert r.store.settlements[0].event_id == E1
     (entry,) = r.store.settlements[0].ledger
     assert (entry.outcome, entry.attempts, entry.detail) == (
         "retry_scheduled", 4, f"{r.tiers[1].label} PartnerUnavailable: still down")
@@ -557,6 +560,7 @@ async def test_a_copy_ahead_of_its_row_is_the_live_one(monkeypatch: Any) -> None
     park(r, 1, tier=0)  # published to tier 1, then a fault before the row moved
     await r.pipeline.tier_handler(r.tiers[1])(copy_of(record(event_value(1, 2)), r.tiers[1], 1, FIRST))
     assert r.steps == ["move:1", "known", *CALL, *SYNCED, "hit:parking.release.delivered", "release"]
+    assert r.store.moves == [(E1, 1)]
 
 
 @pytest.mark.parametrize(("head_tier", "moved"), [(1, ["hit:parking.move.follower", "move:1"]), (0, [])])
@@ -634,10 +638,13 @@ async def test_a_poison_record_is_answered_dead_lettered_and_released(monkeypatc
     (result,) = r.results()
     assert (result["outcome"], result["attempts"], result["reason"]) == (
         "rejected", 1, "the gateway kept failing on this record: KeyError")
+    assert (result["event_id"], result["partner"]) == (answer_id("rejected"), ADAPTER)
     dead = r.sent[-1]
     assert dead.topic == dead_letter_topic(TOPIC, ADAPTER) and dead.headers is not None
     assert (dead.headers[H_TOPIC], dead.headers[H_OFFSET], dead.headers[H_EXC_CLASS], dead.headers[H_ATTEMPTS]) == (
         TOPIC, "41", "ProcessingFailed", "1")
+    for name in (H_FIRST_FAILURE, H_LAST_FAILURE):
+        assert datetime.fromisoformat(dead.headers[name]).tzinfo is not None
     assert r.store.rows == [] and r.processed("rejected") == 1
 
 
@@ -674,3 +681,128 @@ def test_a_reason_names_five_problems_and_counts_the_rest() -> None:
     assert int(parts[-1].split()[1]) >= 2
     assert all(": " in p for p in parts[:5])
 
+
+
+# -- what the first pass of `make mutants` found untested ------------------------------------------------------
+
+
+async def test_a_partner_s_retry_after_stretches_every_wait(monkeypatch: Any) -> None:
+    throttled = [PartnerThrottled("slow", retry_after_s=0.003), PartnerThrottled("slower", retry_after_s=0.004)]
+    r = rig(monkeypatch, answers=[*throttled, Delivered(1, None)], attempts=3)
+    r.pipeline._retry = r.pipeline._retry.model_copy(update={"backoff_max_s": 1.0})  # jitter range 0: delay = wait
+    waits: list[tuple[int, BaseException | None, float]] = []
+    delay = r.pipeline._delay
+
+    def spy(attempt: int, error: BaseException | None) -> float:
+        waits.append((attempt, error, delay(attempt, error)))
+        return waits[-1][2]
+
+    monkeypatch.setattr(r.pipeline, "_delay", spy)
+    await r.pipeline(record(event_value(1, 2)))
+    assert waits[:2] == [(1, throttled[0], 0.003), (2, throttled[1], 0.004)]  # each wait after its own answer
+    assert r.results()[0]["attempts"] == 3
+
+
+def test_the_answer_to_malformed_input_bounds_its_reason() -> None:
+    import json
+
+    from gateway.pipeline import input_invalid
+
+    origin = record(b"{")
+    assert json.loads(input_invalid(ADAPTER, origin, "r" * 2500)[0])["reason"] == "r" * 2000
+    assert json.loads(input_invalid(ADAPTER, origin, "")[0])["reason"] == "invalid input"
+
+
+async def test_malformed_input_is_dead_lettered_as_one_attempt_and_a_malformed_copy_with_its_own(
+    monkeypatch: Any,
+) -> None:
+    r = rig(monkeypatch)
+    before = datetime.now(UTC)
+    await r.pipeline(record(b"{not json"))
+    headers = r.sent[-1].headers
+    assert headers is not None and (headers[H_ATTEMPTS], headers[H_STAGE]) == ("1", "VALUE_CONVERTER")
+    assert before <= datetime.fromisoformat(headers[H_LAST_FAILURE]) <= datetime.now(UTC)
+    await r.pipeline.tier_handler(r.tiers[0])(copy_of(record(b"{not json"), r.tiers[0], 2, FIRST))
+    headers = r.sent[-1].headers
+    assert headers is not None and headers[H_ATTEMPTS] == "2"
+
+
+async def test_a_ladder_of_one_tier_parks_the_first_failure(monkeypatch: Any) -> None:
+    r = rig(monkeypatch, answers=[PartnerUnavailable("down")] * 2, tiers_s=[10.0])
+    await r.pipeline(record(event_value(1, 2)))
+    assert [(x.event_id, x.tier) for x in r.store.rows] == [(E1, 0)] and r.results() == []
+    await r.pipeline.tier_handler(r.tiers[0])(copy_of(record(event_value(1, 2)), r.tiers[0], 1, FIRST))
+    assert r.store.rows == [] and [x["outcome"] for x in r.results()] == ["dead_lettered"]  # the last tier
+
+
+async def test_the_ledger_counts_every_try_of_a_delivery(monkeypatch: Any) -> None:
+    exchange = Exchange("receive", key_of(1), "a" * 64, "b" * 64)
+    r = rig(monkeypatch, answers=[PartnerUnavailable("a"), PartnerUnavailable("b"), Delivered(1, None, (exchange,))],
+            attempts=3)
+    await r.pipeline(record(event_value(1, 2)))
+    assert [e.attempts for e in r.store.settlements[0].ledger] == [3]
+
+
+async def test_a_long_reason_is_cut_in_the_ledger(monkeypatch: Any) -> None:
+    r = rig(monkeypatch, answers=[PartnerRejected("x" * 600)])
+    await r.pipeline(record(event_value(1, 2)))
+    (entry,) = r.store.settlements[0].ledger
+    assert entry.detail == ("PartnerRejected: " + "x" * 600)[:500]
+
+
+async def test_a_dead_letter_larger_than_the_limit_keeps_a_marked_prefix(monkeypatch: Any) -> None:
+    r = rig(monkeypatch, answers=[PartnerRejected("no")], max_dead_letter_bytes=70 * 1024)
+    value = event_value(1, 2)
+    padded = value[:-1] + b', "summary": "' + b"s" * 80_000 + b'"}'
+    await r.pipeline(record(padded))
+    dead = r.sent[-1]
+    assert dead.headers is not None and dead.headers[H_ORIGINAL_SIZE] == str(len(padded))
+    assert padded.startswith(dead.value) and len(dead.value) < len(padded)
+
+
+# -- a command flow: other parser, no version, answers of its own ----------------------------------------------
+
+
+def command(n: int) -> bytes:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "contracts/examples/postal/postal.arrange_pickup.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["event_id"] = event_id(n)
+    return json.dumps(doc).encode()
+
+
+COMMAND_CODE = "000.00.01.H34-191215-0007"
+
+
+def command_rig(monkeypatch: Any, **kwargs: Any) -> Rig:
+    from contracts.postal import parse_postal_command
+    from gateway.delivery.flows import CommandFlow
+
+    return rig(monkeypatch, ordered_by_version=False, flow=CommandFlow(parse_postal_command), **kwargs)
+
+
+async def test_a_command_is_read_by_its_flow_and_answered_with_the_partner_s_reference(monkeypatch: Any) -> None:
+    r = command_rig(monkeypatch, answers=[Delivered(None, "created", partner_reference="ORDER-1")])
+    await r.pipeline(record(command(1), key=COMMAND_CODE.encode()))
+    assert r.adapter.calls == [(E1, "")]
+    assert r.store.lookups[0].owned_version is None and r.store.settlements[0].advance is None
+    (result,) = r.results()
+    assert (result["event_type"], result["outcome"], result["partner_reference"]) == (
+        "gateway.command_result", "done", "ORDER-1")
+    assert result["event_id"] == answer_id("done")
+
+
+async def test_a_command_copy_is_read_by_its_flow(monkeypatch: Any) -> None:
+    r = command_rig(monkeypatch)
+    park(r, 1, tier=0, code=COMMAND_CODE)
+    await r.pipeline.tier_handler(r.tiers[0])(copy_of(record(command(1), key=COMMAND_CODE.encode()), r.tiers[0], 1,
+                                                      FIRST))
+    assert [x["outcome"] for x in r.results()] == ["done"] and r.store.rows == []
+
+
+async def test_a_poison_command_is_answered_by_its_flow(monkeypatch: Any) -> None:
+    r = command_rig(monkeypatch)
+    await r.pipeline.poison(record(command(1), key=COMMAND_CODE.encode()), KeyError("boom"))
+    assert [(x["event_type"], x["outcome"]) for x in r.results()] == [("gateway.command_result", "rejected")]
