@@ -664,25 +664,6 @@ def test_a_message_of_exactly_the_limit_is_read() -> None:
     assert str(decode(value, len(value)).event_id) == E1
 
 
-def test_a_reason_names_five_problems_and_counts_the_rest() -> None:
-    import json
-
-    from gateway.errors import InvalidMessage
-    from gateway.pipeline import decode
-
-    doc = json.loads(event_value(1, 1))
-    for name in ("receipt_number", "channel", "appointment_at", "correlation_id", "occurred_at", "schema_version",
-                 "dossier_code"):
-        doc[name] = [1]
-    with pytest.raises(InvalidMessage) as info:
-        decode(json.dumps(doc).encode(), 1_000_000)
-    parts = info.value.reason.split("; ")
-    assert len(parts) == 6 and parts[-1].startswith("and ") and parts[-1].endswith(" more")
-    assert int(parts[-1].split()[1]) >= 2
-    assert all(": " in p for p in parts[:5])
-
-
-
 # -- what the first pass of `make mutants` found untested ------------------------------------------------------
 
 
@@ -806,3 +787,45 @@ async def test_a_poison_command_is_answered_by_its_flow(monkeypatch: Any) -> Non
     r = command_rig(monkeypatch)
     await r.pipeline.poison(record(command(1), key=COMMAND_CODE.encode()), KeyError("boom"))
     assert [(x["event_type"], x["outcome"]) for x in r.results()] == [("gateway.command_result", "rejected")]
+
+
+# -- the reason of a refused input -----------------------------------------------------------------------------
+
+
+def _errors(fields: int) -> Any:
+    from pydantic import BaseModel, ValidationError, create_model
+
+    model: type[BaseModel] = create_model("M", **{f"f{i}": (int, ...) for i in range(fields)})
+    with pytest.raises(ValidationError) as info:
+        model.model_validate({})
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (1, "f0: Field required"),
+        (5, "f0: Field required; f1: Field required; f2: Field required; f3: Field required; f4: Field required"),
+        (6, "f0: Field required; f1: Field required; f2: Field required; f3: Field required; f4: Field required"
+            "; and 1 more"),
+        (8, "f0: Field required; f1: Field required; f2: Field required; f3: Field required; f4: Field required"
+            "; and 3 more"),
+    ],
+)
+def test_a_reason_names_at_most_five_problems_and_counts_the_rest(fields: int, expected: str) -> None:
+    from gateway.pipeline import describe_validation_error
+
+    assert describe_validation_error(_errors(fields)) == expected
+
+
+def test_a_problem_of_the_whole_message_is_named_message() -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from gateway.pipeline import describe_validation_error
+
+    class M(BaseModel):
+        a: int
+
+    with pytest.raises(ValidationError) as info:
+        M.model_validate([1])
+    assert describe_validation_error(info.value).startswith("message: Input should be")
