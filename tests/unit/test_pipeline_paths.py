@@ -829,3 +829,18 @@ def test_a_problem_of_the_whole_message_is_named_message() -> None:
     with pytest.raises(ValidationError) as info:
         M.model_validate([1])
     assert describe_validation_error(info.value).startswith("message: Input should be")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"), [(b"\xff", "UnicodeDecodeError"), (b"not a number", "ValueError")],
+)
+def test_a_parser_s_own_error_names_only_its_class(raw: bytes, error: str) -> None:
+    from gateway.errors import InvalidMessage
+    from gateway.pipeline import decode
+
+    def parse(value: bytes) -> int:  # a flow's parser may raise these itself (gateway.delivery.flows.Flow)
+        return int(value.decode("utf-8"))
+
+    with pytest.raises(InvalidMessage) as info:
+        decode(raw, 100, parse)
+    assert info.value.reason == f"undecodable message: {error}"
