@@ -16,17 +16,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import structlog
 
 from gateway import faults
 from gateway.circuit import CircuitState
 from gateway.errors import PartnerUnavailable
+from gateway.feeds import poller as poller_module
 from gateway.feeds.poller import FeedPageInvalid, FeedPoller, default_holder
 from gateway.feeds.source import FeedPage, FeedRecord
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FeedSettings
 from gateway.store.feeds import CursorAdvance, FeedCursor
 from gateway.store.schema import LEASE_HOLDER_LEN
+from tests.unit.log_capture import capture_log
 from tests.unit.test_feed_lease_keeper import MemoryFeeds, wait_for
 
 FEED = "postal.tracking"
@@ -127,6 +128,7 @@ class Rig:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, settings: FeedSettings = SETTINGS) -> None:
         self.steps: list[str] = []
         monkeypatch.setattr(faults, "hit", lambda point: self.steps.append(f"hit:{point}"))
+        self.logs = capture_log(monkeypatch, poller_module)
         self.store = Store(self.steps)
         self.source = Source(self.steps)
         self.publisher = Publisher(self.steps)
@@ -228,8 +230,8 @@ async def test_a_cursor_moved_by_another_poll_is_read_again_at_once(monkeypatch:
     r = Rig(monkeypatch)
     r.store.answer = CursorAdvance.CONFLICT
     r.source.pages = [FeedPage((rec("a"),), "c1", full=False)]
-    with structlog.testing.capture_logs() as logs:
-        assert await r.poller._poll(4) == ("not_leader", True)
+    assert await r.poller._poll(4) == ("not_leader", True)
+    logs = r.logs
     assert r.lease.fences == []
     assert [(x["event"], x["feed"], x["epoch"]) for x in logs if x["event"] == "feed_cursor_moved_meanwhile"] == [
         ("feed_cursor_moved_meanwhile", FEED, 4)]
@@ -273,13 +275,13 @@ async def test_the_loop_counts_each_poll_and_tells_our_failures_from_the_partner
     r = Rig(monkeypatch)
     r.source.pages = [PartnerUnavailable("HTTP 503"), RuntimeError("a bug"), FeedPage((rec("a"),), "c1", full=True),
                       FeedPage((), "c1", full=False)]
-    with structlog.testing.capture_logs() as logs:
-        task = asyncio.ensure_future(r.poller._poll_loop())
-        try:
-            assert await wait_for(lambda: r.polls("empty") >= 1)
-        finally:
-            r.poller._stopping.set()
-            await task
+    task = asyncio.ensure_future(r.poller._poll_loop())
+    try:
+        assert await wait_for(lambda: r.polls("empty") >= 1)
+    finally:
+        r.poller._stopping.set()
+        await task
+    logs = r.logs
     assert (r.polls("failed"), r.polls("ok")) == (2, 1)
     failures = [x for x in logs if x["event"] == "feed_poll_failed"]
     assert [(x["log_level"], x["error"], x["failures"]) for x in failures] == [

@@ -13,18 +13,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import structlog
 
 from gateway import faults
 from gateway.adapter import Emitted, Exchange
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.errors import PartnerRejected, PartnerThrottled, PartnerUnavailable
+from gateway.followups import runner as runner_module
 from gateway.followups.model import FollowUpRequest, FollowUpResult
 from gateway.followups.runner import DEADLINE_PASSED, GIVE_UP_GRACE, OVERDUE_SCANS, FollowUpRunner
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FollowUpSettings
 from gateway.store import Settlement
 from gateway.store.followups import FollowUpCounts
+from tests.unit.log_capture import capture_log
 from tests.unit.test_followup_runner_loop import SETTINGS, Handler, MemoryFollowUps, Publisher
 
 NEXT = FollowUpRequest("fake.kind", "S-1:next", "D-1", {"n": 1}, 1.0, 9.0)
@@ -126,6 +127,7 @@ class Rig:
                  committer: bool = True, breaker: CircuitBreaker | None = None) -> None:
         self.steps: list[str] = []
         monkeypatch.setattr(faults, "hit", lambda point: self.steps.append(f"hit:{point}"))
+        self.logs = capture_log(monkeypatch, runner_module)
         self.store = Store(self.steps)
         self.handler = StepHandler(self.steps)
         self.publisher = Steps(self.steps)
@@ -252,8 +254,8 @@ async def test_a_retryable_failure_is_rescheduled_with_its_reason(
     r = Rig(monkeypatch, settings=settings)
     r.handler.error = error
     r.store.add("S-1", deadline_s=3600)
-    with structlog.testing.capture_logs() as logs:
-        await r.scan()
+    await r.scan()
+    logs = r.logs
     assert r.steps == ["hit:followup.claim", "claim", "hit:followup.call", "run", "hit:followup.reschedule",
                        "reschedule"]
     ((_, due, when),) = r.store.rescheduled
@@ -270,8 +272,8 @@ async def test_a_refusal_gives_up_with_the_class_and_reason(monkeypatch: pytest.
     r = Rig(monkeypatch)
     r.handler.error = PartnerRejected("unknown receipt")
     r.store.add("S-1")
-    with structlog.testing.capture_logs() as logs:
-        await r.scan()
+    await r.scan()
+    logs = r.logs
     assert r.steps == ["hit:followup.claim", "claim", "hit:followup.call", "run", "hit:followup.publish", "publish",
                        "hit:followup.complete", "complete:gave_up"]
     assert r.handler.give_ups == ["PartnerRejected: unknown receipt"]
@@ -308,8 +310,8 @@ async def test_a_run_fenced_out_counts_nothing(monkeypatch: pytest.MonkeyPatch, 
     r.handler.answer = FollowUpResult(done=outcome == "done")
     r.store.fence = True
     r.store.add("S-1")
-    with structlog.testing.capture_logs() as logs:
-        await r.scan()
+    await r.scan()
+    logs = r.logs
     assert r.total(outcome) == 0 and r.total("failed") == 0
     assert [(x["event"], x["id"], x["token"]) for x in logs if x["event"] == "followup_fenced"] == [
         ("followup_fenced", 1, 1)]
