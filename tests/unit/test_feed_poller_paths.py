@@ -72,7 +72,7 @@ class Source:
         self.asked.append((cursor, limit))
         if self.on_fetch is not None:
             self.on_fetch()
-        page = self.pages.pop(0)
+        page = self.pages.pop(0) if self.pages else FeedPage((), cursor, full=False)  # nothing new
         if isinstance(page, BaseException):
             raise page
         return page
@@ -105,13 +105,26 @@ class Lease:
         self.fences: list[int] = []
         self.answered = True
         self.healthy = True
-        self.on_epoch: Any = None
+        self.released = False
+        self.release_error: Exception | None = None
 
     def epoch(self) -> int | None:
         return self.current
 
     def fenced(self, epoch: int) -> None:
         self.fences.append(epoch)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # renewing until cancelled
+
+    async def wait_leading(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+
+    async def release(self) -> bool:
+        self.released = True
+        if self.release_error is not None:
+            raise self.release_error
+        return True
 
 
 class Breaker:
@@ -273,22 +286,33 @@ async def test_the_loop_counts_each_poll_and_tells_our_failures_from_the_partner
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     r = Rig(monkeypatch)
-    r.source.pages = [PartnerUnavailable("HTTP 503"), RuntimeError("a bug"), FeedPage((rec("a"),), "c1", full=True),
-                      FeedPage((), "c1", full=False)]
+    backoffs: list[tuple[int, float, float]] = []
+
+    def backoff(failures: int, initial_s: float, max_s: float) -> float:
+        backoffs.append((failures, initial_s, max_s))
+        return 0.0123456
+
+    monkeypatch.setattr(poller_module, "backoff_delay", backoff)
+    bug = RuntimeError("a bug")
+    r.source.pages = [PartnerUnavailable("HTTP 503"), bug, FeedPage((rec("a"),), "c1", full=True),
+                      FeedPage((), "c1", full=False), RuntimeError("again")]
     task = asyncio.ensure_future(r.poller._poll_loop())
     try:
-        assert await wait_for(lambda: r.polls("empty") >= 1)
+        assert await wait_for(lambda: r.polls("failed") >= 3)
     finally:
         r.poller._stopping.set()
         await task
-    logs = r.logs
-    assert (r.polls("failed"), r.polls("ok")) == (2, 1)
-    failures = [x for x in logs if x["event"] == "feed_poll_failed"]
-    assert [(x["log_level"], x["error"], x["failures"]) for x in failures] == [
-        ("warning", "PartnerUnavailable", 1), ("error", "RuntimeError", 2)]
-    assert failures[0]["reason"] == "HTTP 503" and "reason" not in failures[1]
-    assert 0.01 <= failures[1]["retry_in_s"] <= 0.02
-    assert r.poller.polls == 4 and not r.poller._down
+    assert (r.polls("failed"), r.polls("ok")) == (3, 1) and r.polls("empty") >= 1
+    assert r.poller.polls == 4 + r.polls("empty")
+    # Consecutive failures count up from 1 and start again after a good poll.
+    assert backoffs == [(1, 0.01, 0.02), (2, 0.01, 0.02), (1, 0.01, 0.02)]
+    failures = [x for x in r.logs if x["event"] == "feed_poll_failed"]
+    assert failures[:2] == [
+        {"event": "feed_poll_failed", "log_level": "warning", "feed": FEED, "error": "PartnerUnavailable",
+         "reason": "HTTP 503", "failures": 1, "retry_in_s": 0.012},
+        {"event": "feed_poll_failed", "log_level": "error", "feed": FEED, "error": "RuntimeError", "failures": 2,
+         "retry_in_s": 0.012, "exc_info": bug},
+    ]
 
 
 async def test_a_failure_of_ours_makes_the_poller_unhealthy_until_a_good_poll(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,3 +386,64 @@ async def test_a_poller_leads_its_feed_and_says_so_then_gives_it_back() -> None:
     finally:
         await poller.stop()
     assert leader() == 0 and store.holder is None and not poller.running
+
+
+async def test_stop_abandons_a_wait_at_once_and_gives_the_lease_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"interval_s": 30.0, "lease_s": 5.0}))
+    await r.poller.start()
+    assert await wait_for(lambda: r.polls("empty") == 1)  # now waiting interval_s
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert {f"feed:{FEED}", f"feed-lease:{FEED}"} <= names
+    started = time.monotonic()
+    await asyncio.wait_for(r.poller.stop(), 10)
+    assert time.monotonic() - started < 2.5  # not the lease_s a page being published may take
+    assert r.lease.released and not r.poller.running
+    assert [x["event"] for x in r.logs] == []  # nothing abandoned, nothing failed
+
+
+async def test_stop_lets_a_page_being_published_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"lease_s": 5.0}))
+    r.publisher.gates[b"a"] = asyncio.Event()
+    r.source.pages = [FeedPage((rec("a"),), "c1", full=False)]
+    await r.poller.start()
+    assert await wait_for(lambda: "publish:a" in r.steps)
+    stopping = asyncio.ensure_future(asyncio.wait_for(r.poller.stop(), 10))
+    assert await wait_for(r.poller._stopping.is_set)
+    r.publisher.gates[b"a"].set()
+    await stopping
+    assert r.store.advances == [(FEED, "me", 4, None, "c1")]  # finished, not cancelled
+    assert r.lease.released and [x["event"] for x in r.logs] == []
+
+
+async def test_stop_abandons_a_page_stuck_longer_than_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"lease_s": 0.2}))
+    r.publisher.gates[b"a"] = asyncio.Event()  # never opens
+    r.source.pages = [FeedPage((rec("a"),), "c1", full=False)]
+    await r.poller.start()
+    assert await wait_for(lambda: "publish:a" in r.steps)
+    await asyncio.wait_for(r.poller.stop(), 10)
+    assert r.store.advances == [] and r.lease.released and not r.poller.running
+    assert r.logs == [{"event": "feed_stop_abandons_page", "log_level": "warning", "feed": FEED}]
+
+
+async def test_a_loop_that_died_is_reported_at_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    bug = RuntimeError("a bug")
+
+    async def dies() -> None:
+        raise bug
+
+    monkeypatch.setattr(r.poller, "_poll_loop", dies)
+    await r.poller.start()
+    assert await wait_for(lambda: not r.poller.running)
+    await asyncio.wait_for(r.poller.stop(), 10)
+    assert r.logs == [{"event": "feed_poller_failed", "log_level": "error", "feed": FEED, "exc_info": bug}]
+
+
+async def test_a_lease_release_that_fails_is_logged_and_stop_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.lease.release_error = ConnectionRefusedError("database unreachable")
+    await r.poller.start()
+    await asyncio.wait_for(r.poller.stop(), 10)
+    assert r.logs == [{"event": "feed_lease_release_failed", "log_level": "warning", "feed": FEED,
+                       "error": "ConnectionRefusedError"}]
