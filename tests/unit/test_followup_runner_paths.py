@@ -26,7 +26,7 @@ from gateway.settings import FollowUpSettings
 from gateway.store import Settlement
 from gateway.store.followups import FollowUpCounts
 from tests.unit.log_capture import capture_log
-from tests.unit.test_followup_runner_loop import SETTINGS, Handler, MemoryFollowUps, Publisher
+from tests.unit.test_followup_runner_loop import SETTINGS, Handler, MemoryFollowUps, Publisher, wait_for
 
 NEXT = FollowUpRequest("fake.kind", "S-1:next", "D-1", {"n": 1}, 1.0, 9.0)
 EVENT = Emitted(b'{"event_id": "e1"}', b"D-1")
@@ -45,10 +45,12 @@ class Store(MemoryFollowUps):
         self.kind_counts: dict[str, FollowUpCounts] = {"fake.kind": FollowUpCounts(7, 2)}
         self.claims: list[int] = []  # the limit of each claim
         self.fence = False  # another runner took the row over: finishing it fails
+        self.release_error: Exception | None = None
+        self.claim_s = SETTINGS.claim_s  # what each claim must ask for
 
     async def claim_due(self, adapter: str, kinds: Any, holder: str, limit: int, claim_s: float,
                         now: datetime | None = None) -> Any:
-        assert (adapter, set(kinds), holder, claim_s) == ("fake", {"fake.kind"}, "a", SETTINGS.claim_s)
+        assert (adapter, set(kinds), holder, claim_s) == ("fake", {"fake.kind"}, "a", self.claim_s)
         self.steps.append("claim")
         self.claims.append(limit)
         return await super().claim_due(adapter, kinds, holder, limit, claim_s, now)
@@ -71,6 +73,12 @@ class Store(MemoryFollowUps):
             return False
         return await super().complete(id, token, outcome, reason=reason)
 
+    async def release(self, id: int, token: int) -> bool:
+        self.steps.append("release")
+        if self.release_error is not None:
+            raise self.release_error
+        return await super().release(id, token)
+
     async def reschedule(self, id: int, token: int, due_at: datetime, now: datetime | None = None, *,
                          reason: str | None = None) -> bool:
         self.steps.append("reschedule")
@@ -89,6 +97,9 @@ class Steps(Publisher):
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str] | None = None
                       ) -> None:
         self.steps.append("publish")
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
         self.sent.append((topic, value, key))
 
 
@@ -129,6 +140,7 @@ class Rig:
         monkeypatch.setattr(faults, "hit", lambda point: self.steps.append(f"hit:{point}"))
         self.logs = capture_log(monkeypatch, runner_module)
         self.store = Store(self.steps)
+        self.store.claim_s = settings.claim_s
         self.handler = StepHandler(self.steps)
         self.publisher = Steps(self.steps)
         self.committer = Committer(self.steps)
@@ -421,3 +433,125 @@ async def test_start_primes_the_metrics_and_refuses_a_second_start_or_no_kinds(
     empty.runner.kinds = frozenset()
     with pytest.raises(ValueError, match="follow-up handler of fake runs no kinds"):
         await empty.runner.start()
+
+
+# -- what is logged, and stopping ------------------------------------------------------------------------------
+
+
+class SlowGate(StateBreaker):
+    """Admits each call only after `wait_s` (as an open circuit would)."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__()
+        self.wait_s = wait_s
+
+    async def call(self, fn: Any, free: Any) -> Any:
+        await asyncio.sleep(self.wait_s)
+        return await super().call(fn, free)
+
+
+@pytest.mark.parametrize("release_fails", [False, True])
+async def test_a_claim_that_waited_half_its_time_at_the_gate_is_given_back_unrun(
+    monkeypatch: pytest.MonkeyPatch, release_fails: bool
+) -> None:
+    settings = SETTINGS.model_copy(update={"claim_s": 0.1})
+    r = Rig(monkeypatch, settings=settings, breaker=SlowGate(0.06))  # type: ignore[arg-type]
+    if release_fails:
+        r.store.release_error = ConnectionRefusedError("database unreachable")
+    r.store.add("S-1")
+    await r.scan()
+    assert r.handler.calls == [] and r.steps == ["hit:followup.claim", "claim", "release"]
+    assert r.store.released == ([] if release_fails else [(1, 1)])
+    expected = [{"event": "followup_claim_lapsing", "log_level": "warning", "adapter": "fake", "kind": "fake.kind",
+                 "id": 1}]
+    if release_fails:
+        expected.append({"event": "followup_release_failed", "log_level": "warning", "adapter": "fake", "id": 1,
+                         "error": "ConnectionRefusedError"})
+    assert r.logs == expected
+    assert sum(r.total(o) for o in ("done", "rescheduled", "gave_up", "failed")) == 0
+
+
+async def test_a_run_failing_on_our_side_is_counted_and_logged_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Rig(monkeypatch)
+    r.handler.answer = "not a FollowUpResult"
+    r.store.add("S-1")
+    await r.scan()
+    (log,) = r.logs
+    error = log.pop("exc_info")
+    assert isinstance(error, TypeError) and str(error) == (
+        "follow-up handler of fake returned str, not FollowUpResult")
+    assert log == {"event": "followup_run_failed", "log_level": "error", "adapter": "fake", "kind": "fake.kind",
+                   "id": 1, "attempts": 0, "error": "TypeError", "retry_after_claim_s": SETTINGS.claim_s}
+    assert r.total("failed") == 1 and r.runner._run_failures == 1
+    r.handler.answer = None
+    r.store.rows[1].claim_until = None  # the claim lapsed
+    await r.scan()
+    assert r.runner._run_failures == 0 and r.store.rows[1].state == "done"
+
+
+async def test_a_failing_scan_is_logged_and_backed_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    backoffs: list[tuple[int, float, float]] = []
+
+    def backoff(failures: int, initial_s: float, max_s: float) -> float:
+        backoffs.append((failures, initial_s, max_s))
+        return 0.0123456
+
+    monkeypatch.setattr(runner_module, "backoff_delay", backoff)
+    r.store.down = True
+    await r.runner.start()
+    try:
+        assert await wait_for(lambda: len(backoffs) >= 2)
+    finally:
+        await r.runner.stop()
+    assert backoffs[:2] == [(1, 0.02, 60.0), (2, 0.02, 60.0)]
+    first = r.logs[0]
+    assert isinstance(first.pop("exc_info"), ConnectionRefusedError)
+    assert first == {"event": "followup_scan_failed", "log_level": "error", "adapter": "fake",
+                     "error": "ConnectionRefusedError", "failures": 1, "retry_in_s": 0.012}
+
+
+async def test_stop_reports_a_loop_that_died(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    bug = RuntimeError("a bug")
+
+    async def dies() -> None:
+        raise bug
+
+    monkeypatch.setattr(r.runner, "_loop", dies)
+    await r.runner.start()
+    assert await wait_for(lambda: not r.runner.running)
+    assert not r.runner.healthy
+    await asyncio.wait_for(r.runner.stop(), 10)
+    assert r.logs == [{"event": "followup_runner_failed", "log_level": "error", "adapter": "fake", "exc_info": bug}]
+
+
+async def test_stop_abandons_a_run_still_publishing_after_the_claim_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"claim_s": 0.2}))
+    r.publisher.gate = asyncio.Event()  # never opens
+    r.store.add("S-1")
+    await r.runner.start()
+    assert await wait_for(r.publisher.entered.is_set)
+    assert "followup:fake:1" in {t.get_name() for t in asyncio.all_tasks()}
+    assert "followups:fake" in {t.get_name() for t in asyncio.all_tasks()}
+    await asyncio.wait_for(r.runner.stop(), 10)
+    assert r.logs == [{"event": "followup_stop_abandons_run", "log_level": "warning", "adapter": "fake", "id": 1}]
+    assert r.store.rows[1].state == "pending" and "release" not in r.steps  # it was publishing: not given back
+    assert r.runner.in_flight == 0 and not r.runner.running
+
+
+async def test_stop_gives_back_a_claim_at_the_partner_and_logs_a_failed_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Rig(monkeypatch)
+    r.handler.gate = asyncio.Event()  # at the partner
+    r.store.release_error = ConnectionRefusedError("database unreachable")
+    r.store.add("S-1")
+    await r.runner.start()
+    assert await wait_for(lambda: len(r.handler.calls) == 1)
+    await asyncio.wait_for(r.runner.stop(), 10)
+    assert r.steps[-1] == "release"
+    assert r.logs == [{"event": "followup_release_failed", "log_level": "warning", "adapter": "fake", "id": 1,
+                       "error": "ConnectionRefusedError"}]
