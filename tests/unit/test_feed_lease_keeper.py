@@ -9,14 +9,22 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.circuit import CircuitBreaker
+from gateway.feeds import poller as poller_module
 from gateway.feeds.lease import LeaseKeeper
 from gateway.feeds.poller import FeedPoller
 from gateway.feeds.source import FeedPage, FeedRecord
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FeedSettings
 from gateway.store.feeds import CursorAdvance, FeedCursor, Lease
+from tests.unit.log_capture import capture_log
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def poller_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The poller's log events, captured rather than rendered (tests/unit/log_capture.py)."""
+    return capture_log(monkeypatch, poller_module)
 
 
 class MemoryFeeds:

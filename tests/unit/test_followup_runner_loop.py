@@ -17,16 +17,24 @@ import pytest
 from gateway.adapter import Emitted
 from gateway.circuit import CircuitBreaker
 from gateway.errors import PartnerUnavailable
+from gateway.followups import runner as runner_module
 from gateway.followups.model import FollowUp, FollowUpResult
 from gateway.followups.runner import DEADLINE_PASSED, GIVE_UP_GRACE, FollowUpRunner
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FollowUpSettings
 from gateway.store.followups import Finished, FollowUpCounts
+from tests.unit.log_capture import capture_log
 
 SETTINGS = FollowUpSettings(
     scan_interval_s=0.02, batch=10, concurrency=4, claim_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.1
 )
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def runner_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """The runner's log events, captured rather than rendered (tests/unit/log_capture.py)."""
+    return capture_log(monkeypatch, runner_module)
 
 
 @dataclass
