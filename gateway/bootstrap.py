@@ -218,7 +218,7 @@ async def start_gateway(
         for name in settings.adapters:
             supplied = (adapter_settings or {}).get(name)
             in_flight = settings.concurrency.max_in_flight
-            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied))
+            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied, store=store))
             adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
                 name,

@@ -19,9 +19,17 @@ def build(context: BuildContext) -> AdapterParts:
     portal = PortalClient(settings)
     observed = ObservedClient(
         portal, partner=ADAPTER_NAME, metrics=context.metrics,
-        operations=("sync_snapshot", "update_progress", "sync_rating"),
+        operations=("sync_snapshot", "update_progress", "update_progress_steps", "sync_rating", "lookup"),
     )
-    return AdapterParts(handlers=PortalHandlers(cast(PortalApi, observed)), client=portal)
+    store = context.store
+    handlers = PortalHandlers(
+        cast(PortalApi, observed),
+        facts=None if store is None else store.facts,
+        index=None if store is None else store.service_index,
+        already_exists_codes=settings.already_exists_codes,
+        not_found_codes=settings.not_found_codes,
+    )
+    return AdapterParts(handlers=handlers, client=portal)
 
 
 PLUGIN = Plugin(name=ADAPTER_NAME, reads="lifecycle", build=build)

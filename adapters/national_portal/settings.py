@@ -35,6 +35,14 @@ class PortalSettings(BaseSettings):
 
     # Portal versions disagree on the success code (0 in some, "00" in others); compared as strings.
     success_codes: Annotated[list[str], Field(min_length=1)] = ["0", "00"]
+    # "The dossier already exists": one province's client reads 3 and -3 so and re-sends as an update (verified).
+    already_exists_codes: list[str] = ["3", "-3"]
+    # "The dossier does not exist" answered to an update (unverified: our simulator's 4): re-sent as a creation.
+    not_found_codes: list[str] = ["4", "-4"]
+    step_chunk_size: Annotated[int, Field(ge=1, le=100, description="Processing steps per CapNhatTienDoHoSoMC")] = 10
+    # MaCSDL of the national population database, added to DSKetNoiCSDL when a population lookup is reported
+    # (unverified code: take it from the portal's list).
+    population_database_code: Annotated[str, Field(min_length=1, max_length=50)] = "CSDLQGDC"
 
     @field_validator("base_url")
     @classmethod

@@ -1,0 +1,101 @@
+"""Other partners' facts about a dossier: kept once per source event (SQLite and PostgreSQL), and carried to the
+portal by the dossier's next snapshot sync (a payment as DuocThanhToanTrucTuyen, a population lookup in
+DSKetNoiCSDL, a parcel in the postal fields)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.national_portal import mapping
+from gateway import faults
+from gateway.loadgen.journeys import encode, generate_journeys, key
+from gateway.store import Store
+from gateway.store.facts import (
+    DATABASE_CONSULTED,
+    ONLINE_PAYMENT,
+    POSTAL_DELIVERY,
+    POSTAL_PICKUP,
+    Fact,
+)
+from tests.integration.portal_harness import follow_up, portal_gateway, produce, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
+
+CODE = "000.00.17.H55-181217-0099"
+AT = datetime(2018, 12, 18, 2, 0, tzinfo=UTC)
+
+
+def fact(kind: str, value: str, event: str | None = None, *, code: str = CODE, minutes: int = 0) -> Fact:
+    return Fact(code, kind, value, AT + timedelta(minutes=minutes), event or str(uuid.uuid4()))
+
+
+async def test_a_fact_is_written_once_per_source_event_and_kind(stores: Callable[[], Awaitable[Store]]) -> None:
+    store = await stores()
+    paid = fact(ONLINE_PAYMENT, "provincial_platform", "evt-1")
+    assert await store.facts.record([paid]) == 1
+    assert await store.facts.record([paid]) == 0  # the same event read again
+    # Another process (another store on the same database) sees it too and writes nothing new.
+    other = await stores()
+    assert await other.facts.record([paid, fact(DATABASE_CONSULTED, "CSDLQGDC", "evt-2", minutes=5)]) == 1
+    found = await store.facts.of(CODE)
+    assert [(f.kind, f.value, f.source_event_id) for f in found] == [
+        (ONLINE_PAYMENT, "provincial_platform", "evt-1"), (DATABASE_CONSULTED, "CSDLQGDC", "evt-2"),
+    ]
+    assert await store.facts.of("000.00.17.H55-181217-0100") == []
+
+
+async def test_a_fault_before_the_write_leaves_nothing_and_the_retry_writes_once(
+    stores: Callable[[], Awaitable[Store]],
+) -> None:
+    store = await stores()
+    paid = fact(ONLINE_PAYMENT, "national_portal", "evt-9")
+    faults.arm("facts.record", "raise")
+    with pytest.raises(faults.InjectedFault):
+        await store.facts.record([paid])
+    assert faults.fired == ["facts.record"]
+    assert await store.facts.of(CODE) == []
+    assert await store.facts.record([paid]) == 1 and await store.facts.record([paid]) == 0
+    assert len(await store.facts.of(CODE)) == 1
+
+
+async def test_bad_facts_are_refused_before_the_database(stores: Callable[[], Awaitable[Store]]) -> None:
+    store = await stores()
+    with pytest.raises(ValueError, match="value"):
+        await store.facts.record([fact(ONLINE_PAYMENT, "x" * 201)])
+    with pytest.raises(ValueError, match="timezone"):
+        await store.facts.record([Fact(CODE, ONLINE_PAYMENT, "national_portal", datetime(2018, 12, 18), "e")])
+
+
+async def test_the_next_sync_carries_the_facts_to_the_portal(kafka_bootstrap: str, tmp_path: Path) -> None:
+    journey = generate_journeys(1, seed=5)[0]
+    code = journey.dossier_code
+    first, *rest = journey.events
+    async with portal_gateway(kafka_bootstrap, tmp_path) as h:
+        assert h.gateway.store is not None
+        await produce(h.bootstrap, h.input_topic, [(key(first), encode(first))])
+        assert await wait_until(lambda: code in h.sim.dossiers, timeout_s=30)
+        before = h.sim.dossiers[code]["record"]
+        assert before["DuocThanhToanTrucTuyen"] == mapping.snapshot_record(first.snapshot)["DuocThanhToanTrucTuyen"]
+        # What the reactions to other partners' events write (inserted directly here).
+        await h.gateway.store.facts.record([
+            fact(DATABASE_CONSULTED, "CSDLQGDD", code=code),
+            fact(POSTAL_PICKUP, "EL000000001VN", code=code, minutes=1),
+            fact(POSTAL_DELIVERY, "EL000000002VN", code=code, minutes=2),
+            fact(ONLINE_PAYMENT, "national_portal", code=code, minutes=3),
+        ])
+        nxt = follow_up(journey) if not rest else rest[0]
+        await produce(h.bootstrap, h.input_topic, [(key(nxt), encode(nxt))])
+        assert await wait_until(lambda: len(h.sim.dossiers[code]["history"]) == 2, timeout_s=30)
+        after = h.sim.dossiers[code]["record"]
+    paid_by_snapshot = nxt.snapshot.online_payment
+    assert after["DuocThanhToanTrucTuyen"] == (2 if paid_by_snapshot and paid_by_snapshot.value ==
+                                               "provincial_platform" else 1)
+    assert {"MaCSDL": "CSDLQGDD"} in after["DSKetNoiCSDL"]
+    assert after[mapping.POSTAL_PICKUP_ITEM] == "EL000000001VN"
+    assert after[mapping.POSTAL_DELIVERY_ITEM] == "EL000000002VN"
+    assert after[mapping.POSTAL_DELIVERY_AT] == mapping.to_portal_time(AT + timedelta(minutes=2))
