@@ -165,8 +165,15 @@ class PortalHandlers:
                                                                              self._not_found)
             if not switch:
                 raise
-            # The portal knows better whether it has the dossier: send the same record the other way, once.
+            # The portal knows better whether it has the dossier: send the same record the other way, once. The
+            # refused call is in the ledger too (what the trace shows an operator).
             operation = SNAPSHOT_AS_UPDATE_OP if not updating else SNAPSHOT_AS_CREATE_OP
+            refusal = json.dumps([exc.partner_code, exc.reason], ensure_ascii=False).encode()
+            request_bytes = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+            exchanges.append(Exchange(
+                SNAPSHOT_OP, key, digest(request_bytes), digest(refusal),
+                detail=f"error_code {exc.partner_code}: sent again as {'an update' if not updating else 'a creation'}",
+            ))
             key = idempotency_key(self.name, event, operation)
             answer = await self._guarded(code, self._client.sync_snapshot(
                 record, updating=not updating, idempotency_key=key))
