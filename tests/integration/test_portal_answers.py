@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 
 def _settings(base_url: str, **over: Any) -> PortalSettings:
-    return PortalSettings(**{  # noqa: S106 - the simulator's test credentials
+    return PortalSettings(**{
         "base_url": base_url, "username": "gateway", "password": "secret", "dstcode": "H34",
         "madonvi": "000.00.00.H55", "timeout_s": 5.0, **over,
     })
