@@ -17,10 +17,10 @@ from gateway.adapter import Delivered, Exchange, digest, idempotency_key
 from gateway.errors import PartnerRejected, PartnerThrottled, RetryableError
 from gateway.index.rows import observation
 from gateway.store import facts as fact_kinds
+from gateway.store.facts import Fact
 
 if TYPE_CHECKING:
     from adapters.national_portal.mapping import PortalAnswer
-    from gateway.store.facts import Fact
     from gateway.store.service_index import IndexRow
 
 ADAPTER_NAME = "national_portal"
@@ -223,3 +223,73 @@ class PortalHandlers:
             await self._index.record(self._row(event, facts, None))
         except Exception as exc:  # the delivery's own failure is what the pipeline must see
             log.warning("service index row of a failed delivery not written: %s", type(exc).__name__)
+
+
+# --- reactions: other partners' events that fill the portal record (gateway.plugins.Reaction) ----------------
+
+# Outcomes of a population lookup in which the database was actually consulted (it answered).
+CONSULTED_OUTCOMES = frozenset({"match", "mismatch", "not_found"})
+
+
+class FactWriter(Protocol):
+    """Where facts are written (gateway.store.facts.FactStore)."""
+
+    async def record(self, facts: Sequence[Fact]) -> int: ...
+
+
+def _when(event: Any) -> datetime | None:
+    raw = event.get("occurred_at")
+    try:
+        moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+class FactReaction:
+    """Reads one partner's events topic and keeps the facts the portal's record needs (gateway.store.facts), for
+    the dossier's next snapshot sync to carry. Nothing is sent to the portal from here: the gateway keeps no copy
+    of a dossier's personal data, so only a lifecycle event (which carries the whole snapshot) can rebuild the
+    record; see docs/partners.md."""
+
+    name = ADAPTER_NAME
+    ordered_by_version = False
+
+    def __init__(
+        self, partner: str, facts: FactWriter, *, population_code: str, payments_as: OnlinePayment,
+    ) -> None:
+        self.partner = partner
+        self._facts = facts
+        self._population_code = population_code
+        self._payments_as = payments_as
+
+    def wants(self, event: Any) -> bool:
+        return bool(self.facts_of(event))
+
+    def facts_of(self, event: Any) -> list[Fact]:
+        """The facts one event gives (none for the types and outcomes that say nothing to the portal)."""
+        code, kind = event.dossier_code, event.event_type
+        at = _when(event)
+        if not code or at is None:
+            return []
+        source = str(event.event_id)
+        if self.partner == "payment" and kind == "payment.confirmed":
+            return [Fact(code, fact_kinds.ONLINE_PAYMENT, self._payments_as.value, at, source)]
+        if self.partner == "population_db" and kind == "population.consulted":
+            if event.get("outcome") in CONSULTED_OUTCOMES:
+                return [Fact(code, fact_kinds.DATABASE_CONSULTED, self._population_code, at, source)]
+            return []
+        if self.partner == "postal" and kind in ("postal.picked_up", "postal.delivered"):
+            purpose = event.get("purpose")
+            item = event.get("item_code") or event.get("order_number")
+            wanted = {"postal.picked_up": "pickup", "postal.delivered": "delivery"}[kind]
+            if purpose != wanted or not isinstance(item, str) or not item:
+                return []
+            fact_kind = fact_kinds.POSTAL_PICKUP if wanted == "pickup" else fact_kinds.POSTAL_DELIVERY
+            return [Fact(code, fact_kind, item[:200], at, source)]
+        return []
+
+    async def deliver(self, event: Any) -> Delivered:
+        facts = self.facts_of(event)
+        new = await self._facts.record(facts)
+        return Delivered(partner_status=None, partner_answer=f"{new} new fact(s) for the next portal sync")

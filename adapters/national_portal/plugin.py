@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import cast
 
 from adapters.national_portal.client import PortalClient
-from adapters.national_portal.handlers import ADAPTER_NAME, PortalApi, PortalHandlers
+from adapters.national_portal.handlers import ADAPTER_NAME, FactReaction, PortalApi, PortalHandlers
 from adapters.national_portal.settings import PortalSettings
 from gateway.observe import ObservedClient
-from gateway.plugins import AdapterParts, BuildContext, Plugin, read_settings
+from gateway.plugins import AdapterParts, BuildContext, Plugin, Reaction, read_settings
 
 
 def build(context: BuildContext) -> AdapterParts:
@@ -29,7 +29,16 @@ def build(context: BuildContext) -> AdapterParts:
         already_exists_codes=settings.already_exists_codes,
         not_found_codes=settings.not_found_codes,
     )
-    return AdapterParts(handlers=handlers, client=portal)
+    reactions: tuple[Reaction, ...] = ()
+    if store is not None:
+        reactions = tuple(
+            Reaction(partner, FactReaction(
+                partner, store.facts, population_code=settings.population_database_code,
+                payments_as=settings.confirmed_payments_as,
+            ))
+            for partner in settings.react_to
+        )
+    return AdapterParts(handlers=handlers, client=portal, reactions=reactions)
 
 
 PLUGIN = Plugin(name=ADAPTER_NAME, reads="lifecycle", build=build)

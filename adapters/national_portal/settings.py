@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.dossier import OnlinePayment
 
 
 class PortalSettings(BaseSettings):
@@ -43,6 +45,12 @@ class PortalSettings(BaseSettings):
     # MaCSDL of the national population database, added to DSKetNoiCSDL when a population lookup is reported
     # (unverified code: take it from the portal's list).
     population_database_code: Annotated[str, Field(min_length=1, max_length=50)] = "CSDLQGDC"
+    # Other partners whose events the portal's record reads (their `gateway.partner-events.<partner>.v1` topics):
+    # a confirmed payment (DuocThanhToanTrucTuyen), a population lookup (DSKetNoiCSDL), a parcel (postal fields).
+    react_to: list[Literal["payment", "population_db", "postal"]] = ["payment", "population_db", "postal"]
+    # DuocThanhToanTrucTuyen of a payment the gateway's payment partner confirmed: 2 (the province's payment
+    # platform) unless that partner is the national portal's own payment platform.
+    confirmed_payments_as: OnlinePayment = OnlinePayment.PROVINCIAL_PLATFORM
 
     @field_validator("base_url")
     @classmethod

@@ -4,6 +4,7 @@ DSKetNoiCSDL, a parcel in the postal fields)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from gateway.store.facts import (
     POSTAL_PICKUP,
     Fact,
 )
-from tests.integration.portal_harness import follow_up, portal_gateway, produce, wait_until
+from tests.integration.portal_harness import eventually, follow_up, portal_gateway, produce, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("disarmed")]
 
@@ -99,3 +100,62 @@ async def test_the_next_sync_carries_the_facts_to_the_portal(kafka_bootstrap: st
     assert after[mapping.POSTAL_PICKUP_ITEM] == "EL000000001VN"
     assert after[mapping.POSTAL_DELIVERY_ITEM] == "EL000000002VN"
     assert after[mapping.POSTAL_DELIVERY_AT] == mapping.to_portal_time(AT + timedelta(minutes=2))
+
+
+def _partner_event(partner: str, event_type: str, code: str, **fields: object) -> bytes:
+    """An event as the partner's adapter publishes it on its events topic (only what the reaction reads is
+    fixed here; the portal imports nothing of the payment, population or postal adapters)."""
+    return json.dumps({
+        "event_id": str(uuid.uuid4()), "event_type": event_type, "occurred_at": "2018-12-18T09:00:00+07:00",
+        "dossier_code": code, "correlation_id": str(uuid.uuid4()), "causation_id": None, "schema_version": 1,
+        "partner": partner, **fields,
+    }).encode()
+
+
+async def test_a_confirmed_payment_reaches_the_portal_copy_through_the_topics(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    journey = next(j for j in generate_journeys(40, seed=11)
+                   if j.events[0].snapshot.online_payment is None and len(j.events) >= 2)
+    code = journey.dossier_code
+    first, second = journey.events[0], journey.events[1]
+    async with portal_gateway(kafka_bootstrap, tmp_path) as h:
+        assert h.gateway.store is not None
+        topics = h.gateway.settings.topics
+        await produce(h.bootstrap, h.input_topic, [(key(first), encode(first))])
+        assert await wait_until(lambda: code in h.sim.dossiers, timeout_s=30)
+        assert h.sim.dossiers[code]["record"]["DuocThanhToanTrucTuyen"] == 0
+        confirmed = _partner_event("payment", "payment.confirmed", code, transaction_id="T1", amount=50_000,
+                                   fee_request_id="F1", transaction_code="PG1", via="callback")
+        lookup_fields = {"purpose": "verify_identity", "agency_code": "000.00.17.H55"}
+        failed_lookup = _partner_event("population_db", "population.consulted", code, outcome="failure",
+                                       source_event_id=str(uuid.uuid4()), **lookup_fields)  # nobody was asked
+        lookup = _partner_event("population_db", "population.consulted", code, outcome="match",
+                                source_event_id=str(uuid.uuid4()), **lookup_fields)
+        pickup = _partner_event("postal", "postal.picked_up", code, order_number=f"{code}-P1", purpose="pickup",
+                                item_code="EL777777777VN")
+        await produce(h.bootstrap, topics.partner_events.format(partner="payment"), [(code.encode(), confirmed)] * 2)
+        await produce(h.bootstrap, topics.partner_events.format(partner="population_db"),
+                      [(code.encode(), failed_lookup), (code.encode(), lookup)])
+        await produce(h.bootstrap, topics.partner_events.format(partner="postal"), [(code.encode(), pickup)])
+        store = h.gateway.store
+
+        async def recorded() -> int:
+            return len(await store.facts.of(code))
+
+        # The reactions ran (a fact per event that says something to the portal; the repeat adds nothing).
+        assert await eventually(lambda: _is(recorded(), 3), timeout_s=30)
+        await produce(h.bootstrap, h.input_topic, [(key(second), encode(second))])
+        assert await wait_until(lambda: len(h.sim.dossiers[code]["history"]) == 2, timeout_s=30)
+        record = h.sim.dossiers[code]["record"]
+        kinds = sorted(f.kind for f in await store.facts.of(code))
+    assert record["DuocThanhToanTrucTuyen"] == 2  # paid on the province's platform (the payment partner)
+    assert record["DSKetNoiCSDL"] == [{"MaCSDL": "CSDLQGDC"}] + [
+        {"MaCSDL": c} for c in second.snapshot.databases_consulted if c != "CSDLQGDC"
+    ]
+    assert record[mapping.POSTAL_PICKUP_ITEM] == "EL777777777VN"
+    assert kinds == sorted([ONLINE_PAYMENT, DATABASE_CONSULTED, POSTAL_PICKUP])
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
