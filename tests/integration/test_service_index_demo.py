@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import re
 import sqlite3
+import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,12 @@ from typing import Any
 import pytest
 import structlog
 from rich.console import Console
-from typer.testing import CliRunner
 
 from contracts.dossier import DossierStatus
-from gateway.cli import app
 from gateway.demo import run_demo
 from gateway.loadgen.journeys import Journey, generate_journeys
-from gateway.logging import configure_logging
+from gateway.logging import scrub_personal_data
+from tests.integration.test_cli import GATEWAY, clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +74,18 @@ def _figures(document: dict[str, Any]) -> dict[str, tuple[int, int]]:
 async def test_gateway_index_over_a_demo_reproduces_the_journeys_figures_and_nothing_personal_leaks(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Logging as `gateway run` configures it at its most talkative (structlog at DEBUG, the standard library at
-    # WARNING: third-party debug output, e.g. a producer echoing what it sends, is never on): what it writes is
-    # what the scan reads.
-    configure_logging("DEBUG", json=True)
+    # The gateway's own log as `gateway run` writes it at its most talkative (structlog at DEBUG through the same
+    # scrubbing processor, as JSON), into a buffer that outlives the test (a logger cached now must never write
+    # to a closed capture later); the standard library's records at WARNING, its level in `gateway run`
+    # (third-party debug output, e.g. a producer echoing what it sends, is never on there).
+    saved = structlog.get_config()
+    gateway_log = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info, scrub_personal_data,
+                    structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=structlog.PrintLoggerFactory(file=gateway_log), cache_logger_on_first_use=False,
+    )
     caplog.set_level("WARNING")
     db = tmp_path / "demo.db"
     url = f"sqlite+aiosqlite:///{db}"
@@ -86,18 +95,18 @@ async def test_gateway_index_over_a_demo_reproduces_the_journeys_figures_and_not
         code = await run_demo(DOSSIERS, seed=SEED, database_url=url, metrics_file=metrics, timeout_s=90,
                               console=Console(file=out, width=200, no_color=True))
     finally:
-        structlog.reset_defaults()
+        structlog.configure(**saved)
     assert code == 0, out.getvalue()[-2000:]
     journeys = generate_journeys(DOSSIERS, seed=SEED)
 
-    env = {"GATEWAY_DATABASE_URL": url}
-    runner = CliRunner()
+    env = clean_env(GATEWAY_DATABASE_URL=url)
 
-    def cli(*args: str) -> Any:  # in a thread: the command runs its own event loop
-        return runner.invoke(app, ["index", "--from", "2018-12-01", "--to", "2019-12-31", *args], env=env)
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:  # the console script, as an operator runs it
+        return subprocess.run([str(GATEWAY), "index", "--from", "2018-12-01", "--to", "2019-12-31", *args],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
 
     result = await asyncio.to_thread(cli, "--json")
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert "not official" in document["note"] and document["formulas"] == "transcribed, not official"
     figures = _figures(document)
@@ -110,13 +119,13 @@ async def test_gateway_index_over_a_demo_reproduces_the_journeys_figures_and_not
     agency = max({j.final_snapshot.agency.code for j in journeys},
                  key=lambda a: sum(j.final_snapshot.agency.code == a for j in journeys))
     one = await asyncio.to_thread(cli, "--agency", agency, "--json")
-    assert one.exit_code == 0, one.output
+    assert one.returncode == 0, one.stderr
     mine = _expected(journeys, agency)
     assert {k: _figures(json.loads(one.stdout))[k] for k in mine} == mine
     listed = next(a for a in document["agencies"] if a["agency"] == agency)
     assert {k: _figures(listed)[k] for k in mine} == mine
     table = await asyncio.to_thread(cli)
-    assert table.exit_code == 0 and "transcribed" in table.stdout and "On-time resolution" in table.stdout
+    assert table.returncode == 0 and "transcribed" in table.stdout and "On-time resolution" in table.stdout
 
     # The metrics the run ended with carry the same figures (the whole province's, for 2018).
     scraped = metrics.read_text(encoding="utf-8")
@@ -130,7 +139,8 @@ async def test_gateway_index_over_a_demo_reproduces_the_journeys_figures_and_not
     identities = {j.final_snapshot.applicant.id_number for j in journeys} - {None}
     assert len(identities) > DOSSIERS // 2
     captured = capfd.readouterr()
-    logs = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records) + out.getvalue()
+    logs = "\n".join((gateway_log.getvalue(), captured.out, captured.err, out.getvalue(),
+                      *(r.getMessage() for r in caplog.records)))
     with sqlite3.connect(db) as conn:
         ledger = "\n".join(repr(row) for row in conn.execute("SELECT * FROM ledger_entries"))
         index_rows = "\n".join(repr(row) for row in conn.execute("SELECT * FROM service_index_dossiers"))
