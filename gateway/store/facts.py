@@ -7,7 +7,9 @@ reader of a kind decides what several facts of one kind mean (the latest payment
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +22,8 @@ from gateway import faults
 from gateway.store._dialect import upsert
 from gateway.store.database import writer
 from gateway.store.schema import DOSSIER_CODE_LEN, EVENT_ID_LEN, FACT_KIND_LEN, FACT_VALUE_LEN, dossier_facts
+
+MAX_BATCH = 500  # dossiers per read (an IN list every backend takes)
 
 # Kinds of facts, partner-agnostic: what happened, not who said it.
 ONLINE_PAYMENT: Final = "online_payment"  # value: where it was paid (contracts.dossier.OnlinePayment)
@@ -62,6 +66,8 @@ class FactStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._wanted: list[tuple[str, asyncio.Future[list[Fact]]]] = []
+        self._reader: asyncio.Task[None] | None = None
 
     async def record(self, facts: Sequence[Fact], *, now: datetime | None = None) -> int:
         """Write the facts not written before (same source event and kind); returns how many were new."""
@@ -84,13 +90,40 @@ class FactStore:
         return new
 
     async def of(self, dossier_code: str) -> list[Fact]:
-        """Every fact about the dossier, oldest first."""
+        """Every fact about the dossier, oldest first.
+
+        Asked for every portal delivery, so concurrent askers share one query (`IN` over their dossiers), as the
+        pipeline's settle reader does: one round trip per batch instead of one per event."""
+        future: asyncio.Future[list[Fact]] = asyncio.get_running_loop().create_future()
+        self._wanted.append((dossier_code, future))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read(), name="facts-reader")
+        return await asyncio.shield(future)
+
+    async def _read(self) -> None:
+        while self._wanted:
+            batch, self._wanted = self._wanted[:MAX_BATCH], self._wanted[MAX_BATCH:]
+            try:
+                found = await self._query(sorted({code for code, _ in batch}))
+            except Exception as exc:  # every asker of the batch gets the failure; the pipeline retries them
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for code, future in batch:
+                    if not future.done():
+                        future.set_result(list(found.get(code, ())))
+
+    async def _query(self, codes: list[str]) -> dict[str, list[Fact]]:
         t = dossier_facts.c
         query = (
             select(t.dossier_code, t.kind, t.value, t.occurred_at, t.source_event_id)
-            .where(t.dossier_code == dossier_code)
+            .where(t.dossier_code.in_(codes))
             .order_by(t.occurred_at, t.id)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [Fact(r.dossier_code, r.kind, r.value, r.occurred_at, r.source_event_id) for r in rows]
+        found: dict[str, list[Fact]] = defaultdict(list)
+        for r in rows:
+            found[r.dossier_code].append(Fact(r.dossier_code, r.kind, r.value, r.occurred_at, r.source_event_id))
+        return found

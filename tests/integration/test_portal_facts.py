@@ -4,6 +4,7 @@ DSKetNoiCSDL, a parcel in the postal fields)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,14 @@ async def test_a_fact_is_written_once_per_source_event_and_kind(stores: Callable
         (ONLINE_PAYMENT, "provincial_platform", "evt-1"), (DATABASE_CONSULTED, "CSDLQGDC", "evt-2"),
     ]
     assert await store.facts.of("000.00.17.H55-181217-0100") == []
+    # Concurrent askers share one read and each gets its own dossier's facts.
+    other_code = "000.00.17.H55-181217-0101"
+    await store.facts.record([fact(POSTAL_PICKUP, "EL1VN", "evt-3", code=other_code)])
+    mine, theirs, nobody = await asyncio.gather(
+        store.facts.of(CODE), store.facts.of(other_code), store.facts.of("000.00.17.H55-181217-0102")
+    )
+    assert [f.source_event_id for f in mine] == ["evt-1", "evt-2"]
+    assert [(f.kind, f.value) for f in theirs] == [(POSTAL_PICKUP, "EL1VN")] and nobody == []
 
 
 async def test_a_fault_before_the_write_leaves_nothing_and_the_retry_writes_once(
