@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from contracts.validators import (
     EMAIL_PATTERN,
@@ -65,6 +65,23 @@ def _identified_schema(schema: dict[str, Any]) -> None:
     schema["else"] = {"type": "object", "properties": {"id_number": not_null}, "required": ["id_number"]}
 
 
+class IdentityKind(StrEnum):
+    """Kind of identity document that identifies the applicant to the national portal (`LoaiDinhDanh`)."""
+
+    PERSONAL_ID = "personal_id"  # số định danh cá nhân, 12 digits
+    OLD_ID_CARD = "old_id_card"  # chứng minh nhân dân, 9 digits (still on old dossiers)
+    PASSPORT = "passport"
+    TAX_CODE = "tax_code"  # an organisation's mã số thuế
+
+
+class Identity(Frozen):
+    """The applicant's identity as the national portal records it (`DinhDanhCHS`). Personal data: it goes only
+    in the portal's request body, never in logs, the ledger, metrics or dead-letter headers. Contract 1.4."""
+
+    kind: IdentityKind
+    number: Annotated[str, Field(min_length=6, max_length=20, pattern=r"^[0-9A-Z]{6,20}$")]
+
+
 class Applicant(Frozen):
     """The dossier's owner: a citizen needs id_number, an organisation tax_code. Personal data: never logged,
     never a metric label."""
@@ -80,6 +97,15 @@ class Applicant(Frozen):
     phone: Annotated[str, Field(pattern=r"^\+?[0-9]{9,12}$")] | None = None
     email: Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)] | None = None
     address: ShortText | None = None
+    identity: Identity | None = Field(
+        default=None,
+        description="Contract 1.4: the identity the portal records (DinhDanhCHS); absent, the gateway sends the "
+        "citizen's id_number as a personal_id, or the organisation's tax_code",
+    )
+    vneid_verified: StrictBool | None = Field(
+        default=None,
+        description="Contract 1.4: the applicant's account was authenticated with VNeID (TaiKhoanDuocXacThucVoiVNeID)",
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> Applicant:
@@ -106,12 +132,56 @@ class Agency(Frozen):
     name: ShortText
 
 
+class FeeKind(StrEnum):
+    """Phí (a fee for a service) or lệ phí (a charge set by law) — the portal's `LoaiPhiLePhi`."""
+
+    FEE = "fee"  # phí
+    CHARGE = "charge"  # lệ phí
+
+
+class FeeCollection(StrEnum):
+    """How a fee is collected — the portal's `HinhThucThu`."""
+
+    AT_COUNTER = "at_counter"
+    ONLINE = "online"
+    BY_POST = "by_post"  # collected on delivery by the postal service
+
+
 class Fee(Frozen):
     """A fee or charge (phí, lệ phí) due for the dossier."""
 
     code: Annotated[str, Field(min_length=1, max_length=50)]
     name: ShortText
     amount: Vnd
+    kind: FeeKind | None = Field(default=None, description="Contract 1.4: phí or lệ phí (LoaiPhiLePhi)")
+    collection: FeeCollection | None = Field(
+        default=None, description="Contract 1.4: how it is collected (HinhThucThu)"
+    )
+
+
+class SubmittedDocument(Frozen):
+    """Contract 1.4: one submitted document with what the index scores about it (the bare name is still accepted)."""
+
+    name: ShortText
+    url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\t\n\r ]+$")] | None = Field(
+        default=None, description="Where the portal can download the file (DuongDanTaiTepTin): a link, never the file"
+    )
+    digitised: StrictBool = Field(default=False, description="The paper was digitised at reception (DuocSoHoa)")
+    reused: StrictBool = Field(default=False, description="Reused from an earlier digitised dossier (DuocTaiSuDung)")
+    from_national_catalogue: StrictBool = Field(
+        default=False, description="Taken from the applicant's store on the national portal (DuocLayTuKhoDMQG)"
+    )
+
+
+DatabaseCode = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[0-9A-Za-z._-]{1,50}$")]
+"""A national database's code as the portal lists them (MaCSDL)."""
+
+
+class OnlinePayment(StrEnum):
+    """Where the dossier's fees were paid online — the portal's `DuocThanhToanTrucTuyen` 1 / 2."""
+
+    NATIONAL_PORTAL = "national_portal"
+    PROVINCIAL_PLATFORM = "provincial_platform"
 
 
 class ResultDocument(Frozen):
@@ -177,7 +247,10 @@ class DossierSnapshot(Frozen):
     agency: Agency
     applicant: Applicant
     summary: ShortText
-    submitted_documents: Annotated[list[ShortText], Field(max_length=200)] = []
+    submitted_documents: Annotated[list[ShortText | SubmittedDocument], Field(max_length=200)] = Field(
+        default=[], description="The documents submitted: a name (contract 1.0), or from 1.4 a document with its "
+        "download link and digitisation marks",
+    )
     fees: Annotated[list[Fee], Field(max_length=50)] = []
     steps_done: Count = 0
     supplements: Annotated[list[Supplement], Field(max_length=1)] = Field(
@@ -192,3 +265,21 @@ class DossierSnapshot(Frozen):
     returned_at: Instant | None = None
     return_channel: Channel | None = None
     rating: Rating | None = None
+    # Contract 1.4 (a minor version: every field optional, a 1.0-1.3 snapshot is still valid): what the national
+    # service index (Decision 766/QĐ-TTg) reads from the portal record.
+    submitted_at: Instant | None = Field(
+        default=None, description="Contract 1.4: when the applicant submitted (NgayNopHoSo); absent: received_at"
+    )
+    submission_place: Annotated[str, Field(min_length=1, max_length=50)] | None = Field(
+        default=None, description="Contract 1.4: code of the place of submission (NoiNopHoSo), as the portal lists them"
+    )
+    refused_at: Instant | None = Field(
+        default=None, description="Contract 1.4: when the dossier was not accepted or refused (NgayTuChoi); absent: "
+        "finished_at for those statuses",
+    )
+    online_payment: OnlinePayment | None = Field(
+        default=None, description="Contract 1.4: the fees were paid online, and where (DuocThanhToanTrucTuyen)"
+    )
+    databases_consulted: Annotated[list[DatabaseCode], Field(max_length=20)] = Field(
+        default=[], description="Contract 1.4: codes of the national databases consulted (DSKetNoiCSDL)"
+    )

@@ -220,7 +220,7 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.3.0",
+            "version": "1.4.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
             "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
             "every input record that is not a dossier event is answered on the results topic too "
@@ -228,7 +228,11 @@ def asyncapi() -> dict[str, Any]:
             "partner and what that partner reports back, on topics of that partner only (the postal service first). "
             "1.3 adds the tax office: the command tax.determine_obligations (a land dossier's cadastral transfer "
             "form) and the tax events (submitted, notice issued, obligation fulfilled, and the follow-up's "
-            "deadlines and failures); the SOAP side is contracts/tax/tax-interconnect.v1.wsdl.",
+            "deadlines and failures); the SOAP side is contracts/tax/tax-interconnect.v1.wsdl. "
+            "1.4 (minor: every new field optional, 1.0-1.3 dossier events stay valid) lets the dossier snapshot carry "
+            "what the national service index scores: submission date and place, refusal date, the applicant's "
+            "identity and VNeID authentication, online payment, national databases consulted, per submitted "
+            "document its download link and digitisation marks, per fee its kind and collection form.",
         },
         "defaultContentType": "application/json",
         "channels": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -76,6 +77,8 @@ class Gateway:
     server: OperatorServer | None = None
     store: Store | None = None
     _sampler: asyncio.Task[None] | None = None
+    _index_gauges: Any = None  # gateway.index.metrics.IndexGauges, built at the first sample
+    _index_due: float = 0.0
 
     async def _sample(self, every_s: float = 5.0) -> None:
         """Gauges that are cheaper to sample than to maintain on every message, and the broker's answer.
@@ -97,7 +100,25 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         parked = await self.store.parking.count(rt.adapter.name)
                         self.metrics.parked.labels(rt.adapter.name).set(parked)
+                await self._sample_index()
             await asyncio.sleep(every_s)
+
+    async def _sample_index(self, *, now: bool = False) -> None:
+        """The service-index gauges (gateway.index.metrics), at most once a minute unless `now`."""
+        from gateway.index import metrics as index_metrics
+
+        moment = time.monotonic()
+        if self.store is None or (moment < self._index_due and not now):
+            return
+        self._index_due = moment + index_metrics.EVERY_S
+        if self._index_gauges is None:
+            self._index_gauges = index_metrics.IndexGauges(self.metrics.registry)
+        with contextlib.suppress(Exception):  # a gauge left stale for a minute is better than a dead sampler
+            await index_metrics.sample(self.store.service_index, self._index_gauges)
+
+    async def refresh_index_metrics(self) -> None:
+        """Recompute the service-index gauges at once (they are otherwise sampled once a minute)."""
+        await self._sample_index(now=True)
 
     @property
     def metrics_url(self) -> str:
@@ -205,6 +226,7 @@ async def start_gateway(
         parts_of = {
             name: plugins[name].build(BuildContext(
                 metrics, outputs[name], settings.concurrency.max_in_flight, (adapter_settings or {}).get(name),
+                store=store,
             ))
             for name in settings.adapters
         }

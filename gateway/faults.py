@@ -66,6 +66,11 @@ POINTS: tuple[str, ...] = (
     "followup.ledger",  # the run's partner calls noted in the exchange ledger, before the row finishes
     "followup.complete",  # the events are on the topic; before the row is marked done or gave_up
     "followup.reschedule",  # the events (if any) are on the topic; before the row is set to run again
+    # The national service index's row of a dossier (gateway.store.service_index), written by the portal's
+    # delivery after the portal answered and before the settle; and other partners' facts about a dossier
+    # (gateway.store.facts), written by a reaction to their events before it is marked done.
+    "service_index.record",
+    "facts.record",
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

@@ -51,6 +51,8 @@ class BuildContext:
     """Messages that may be in flight for the adapter at once (size the connection pool to it)."""
     settings: Any | None = None
     """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
+    store: Any | None = None
+    """The process's store (gateway.store.Store), for adapters that keep state of their own (facts, index rows)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,20 @@ class PortalClient(PooledClient):
         params = mapping.records_params(step)
         return await self._call("update_progress", self._settings.service_update_progress, params, idempotency_key)
 
+    async def update_progress_steps(
+        self, steps: list[dict[str, Any]], *, idempotency_key: str
+    ) -> list[tuple[str, PortalAnswer]]:
+        """CapNhatTienDoHoSoMC for several steps, `step_chunk_size` per call, in order; (key, answer) per chunk.
+
+        Chunk i > 0 goes under `<key>#<i>`, so a retry repeats each chunk under its own key; a chunk refused stops
+        the rest (those before it were applied, and a retry finds them under their keys)."""
+        done: list[tuple[str, PortalAnswer]] = []
+        service = self._settings.service_update_progress
+        for i, chunk in enumerate(mapping.chunks(steps, self._settings.step_chunk_size)):
+            key = idempotency_key if i == 0 else f"{idempotency_key}#{i}"
+            done.append((key, await self._call("update_progress", service, mapping.steps_params(chunk), key)))
+        return done
+
     async def sync_rating(self, rating: dict[str, Any], *, idempotency_key: str) -> PortalAnswer:
         """Ratings service with one rating record."""
         params = mapping.records_params(rating)

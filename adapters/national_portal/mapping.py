@@ -14,8 +14,13 @@ from contracts.dossier import (
     Channel,
     DossierSnapshot,
     DossierStatus,
+    FeeCollection,
+    FeeKind,
+    IdentityKind,
+    OnlinePayment,
     ProcessingStep,
     Rating,
+    SubmittedDocument,
 )
 from gateway.errors import PartnerProtocolError
 
@@ -67,16 +72,87 @@ APPLICANT_KINDS: Final[Mapping[ApplicantKind, int]] = MappingProxyType({
     ApplicantKind.ORGANISATION: 2,
 })
 
+# The index fields one province's public code sends (DOMAIN.md §1, verified names). Their code lists were not
+# in that code: the values below are our reading, each table the one place to change.
+# DuocThanhToanTrucTuyen (verified values): 1 paid on the national portal, 2 on the province's platform; 0 not paid.
+ONLINE_PAYMENT_CODES: Final[Mapping[OnlinePayment, int]] = MappingProxyType({
+    OnlinePayment.NATIONAL_PORTAL: 1,
+    OnlinePayment.PROVINCIAL_PLATFORM: 2,
+})
+NOT_PAID_ONLINE: Final = 0
+# LoaiDinhDanh (unverified codes).
+IDENTITY_KINDS: Final[Mapping[IdentityKind, int]] = MappingProxyType({
+    IdentityKind.PERSONAL_ID: 1,
+    IdentityKind.OLD_ID_CARD: 2,
+    IdentityKind.PASSPORT: 3,
+    IdentityKind.TAX_CODE: 4,
+})
+# LoaiPhiLePhi (unverified codes): 1 phí, 2 lệ phí.
+FEE_KINDS: Final[Mapping[FeeKind, int]] = MappingProxyType({FeeKind.FEE: 1, FeeKind.CHARGE: 2})
+# HinhThucThu (unverified codes).
+FEE_COLLECTIONS: Final[Mapping[FeeCollection, int]] = MappingProxyType({
+    FeeCollection.AT_COUNTER: 1,
+    FeeCollection.ONLINE: 2,
+    FeeCollection.BY_POST: 3,
+})
+_CHARGE_PREFIX: Final = "lệ phí"  # a 1.0-1.3 fee without its kind: named "Lệ phí ..." is a charge, else a fee
+# Postal fields (unverified names: the law requires postal send/receive information on the portal, Decision
+# 31/2021 art. 30, but no public client code naming them was found). Filled from the postal service's events.
+POSTAL_PICKUP_ITEM: Final = "MaBuuGuiNhanHoSo"
+POSTAL_PICKUP_AT: Final = "NgayNhanHoSoQuaBuuChinh"
+POSTAL_DELIVERY_ITEM: Final = "MaBuuGuiTraKetQua"
+POSTAL_DELIVERY_AT: Final = "NgayTraKetQuaQuaBuuChinh"
+FACT_FIELDS: Final[frozenset[str]] = frozenset({
+    "DuocThanhToanTrucTuyen", "DSKetNoiCSDL",
+    POSTAL_PICKUP_ITEM, POSTAL_PICKUP_AT, POSTAL_DELIVERY_ITEM, POSTAL_DELIVERY_AT,
+})
+"""Record fields other partners' events can fill (PortalFacts), besides what the snapshot says."""
+
 SUCCESS_CODES: Final[tuple[str, ...]] = ("0", "00")
 REJECTED_CODE: Final = "1"
 SESSION_EXPIRED_CODE: Final = "2"
+# "The dossier already exists" (verified: one province's code treats 3 and -3 so, and re-sends as an update).
+ALREADY_EXISTS_CODES: Final[frozenset[str]] = frozenset({"3", "-3"})
+# "The dossier does not exist" answered to an update (our simulator's code; a real portal's is unverified).
+NOT_FOUND_CODES: Final[frozenset[str]] = frozenset({"4", "-4"})
+STEP_CHUNK_SIZE: Final = 10  # one province's system sends processing steps 10 at a time (verified)
 
 # Record fields the portal requires to be present and non-empty (the rest are optional in public client code).
 MANDATORY_RECORD_FIELDS: Final[tuple[str, ...]] = (
     "MaHoSo", "MaTTHC", "TenTTHC", "MaLinhVuc", "TenLinhVuc", "SoBienNhan", "ChuHoSo", "LoaiDoiTuong",
     "MaDoiTuong", "TrichYeuHoSo", "NgayTiepNhan", "NgayHenTra", "TrangThaiHoSo", "HinhThuc",
-    "DonViXuLy",
+    "DonViXuLy", "KenhThucHien", "NgayNopHoSo", "DinhDanhCHS",
 )
+# Every field the national index reads (DOMAIN.md §1); a record built by snapshot_record always has them all.
+INDEX_RECORD_FIELDS: Final[tuple[str, ...]] = (
+    "KenhThucHien", "NoiNopHoSo", "NgayNopHoSo", "NgayTuChoi", "DinhDanhCHS", "TaiKhoanDuocXacThucVoiVNeID",
+    "DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa", "DSKetNoiCSDL", "NgayKetThucXuLy", "NgayHenTra",
+)
+INDEX_DOCUMENT_FIELDS: Final[tuple[str, ...]] = (
+    "DuongDanTaiTepTin", "DuocSoHoa", "DuocTaiSuDung", "DuocLayTuKhoDMQG",
+)
+INDEX_FEE_FIELDS: Final[tuple[str, ...]] = ("TenPhiLePhi", "MaPhiLePhi", "HinhThucThu", "Gia", "LoaiPhiLePhi")
+
+
+@dataclass(frozen=True, slots=True)
+class PostalLeg:
+    """One parcel of the dossier as the postal service reported it: its item code and when it was handed over."""
+
+    item_code: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PortalFacts:
+    """What other partners' events told the gateway about a dossier (no personal data): added to its record."""
+
+    online_payment: OnlinePayment | None = None
+    databases: tuple[str, ...] = ()
+    pickup: PostalLeg | None = None
+    delivery: PostalLeg | None = None
+
+
+NO_FACTS: Final = PortalFacts()
 
 _REFUSAL_NOTE: Final = "Từ chối giải quyết: "
 
@@ -132,11 +208,69 @@ def _note(snapshot: DossierSnapshot) -> str:
     return reason
 
 
-def snapshot_record(snapshot: DossierSnapshot) -> dict[str, Any]:
-    """One `DongBoHoSoMC` record: the full dossier as the portal should show it."""
+def _flag(value: bool | None) -> int:
+    return 1 if value else 0
+
+
+def _identities(snapshot: DossierSnapshot) -> list[dict[str, Any]]:
+    """DinhDanhCHS: the identity the one-stop system gave, else the citizen's ID number or the tax code."""
+    applicant = snapshot.applicant
+    if applicant.identity is not None:
+        kind, number = applicant.identity.kind, applicant.identity.number
+    elif applicant.kind is ApplicantKind.CITIZEN and applicant.id_number is not None:
+        kind, number = IdentityKind.PERSONAL_ID, applicant.id_number
+    else:
+        kind, number = IdentityKind.TAX_CODE, applicant.tax_code or ""
+    return [{"LoaiDinhDanh": IDENTITY_KINDS[kind], "SoDinhDanh": number}]
+
+
+def _document(code: str, i: int, doc: str | SubmittedDocument) -> dict[str, Any]:
+    if isinstance(doc, str):  # contract 1.0-1.3: a name, nothing known about its file
+        return {
+            "TepDinhKemId": f"{code}-{i}", "TenTepDinhKem": doc, "DuongDanTaiTepTin": "", "DuocSoHoa": 0,
+            "DuocTaiSuDung": 0, "DuocLayTuKhoDMQG": 0,
+        }
+    return {
+        "TepDinhKemId": f"{code}-{i}",
+        "TenTepDinhKem": doc.name,
+        "DuongDanTaiTepTin": doc.url or "",
+        "DuocSoHoa": _flag(doc.digitised),
+        "DuocTaiSuDung": _flag(doc.reused),
+        "DuocLayTuKhoDMQG": _flag(doc.from_national_catalogue),
+    }
+
+
+def _digitised(doc: str | SubmittedDocument) -> bool:
+    return isinstance(doc, SubmittedDocument) and doc.digitised
+
+
+def online_payment(snapshot: DossierSnapshot, facts: PortalFacts = NO_FACTS) -> OnlinePayment | None:
+    """Where the fees were paid online: what the one-stop system says, else what the payment partner confirmed."""
+    return snapshot.online_payment or facts.online_payment
+
+
+def _refused_at(snapshot: DossierSnapshot) -> datetime | None:
+    if snapshot.refused_at is not None:
+        return snapshot.refused_at
+    if snapshot.status in (DossierStatus.NOT_ACCEPTED, DossierStatus.REFUSED):
+        return snapshot.finished_at
+    return None
+
+
+def _postal(leg: PostalLeg | None) -> tuple[str, str]:
+    return ("", "") if leg is None else (leg.item_code, to_portal_time(leg.at))
+
+
+def snapshot_record(snapshot: DossierSnapshot, facts: PortalFacts = NO_FACTS) -> dict[str, Any]:
+    """One `DongBoHoSoMC` record: the full dossier as the portal should show it, with what other partners told
+    the gateway about it (`facts`) where the snapshot is silent."""
     applicant = snapshot.applicant
     subject_id = applicant.id_number if applicant.kind is ApplicantKind.CITIZEN else applicant.tax_code
     code = snapshot.code
+    paid = online_payment(snapshot, facts)
+    databases = list(dict.fromkeys((*snapshot.databases_consulted, *facts.databases)))
+    pickup_item, pickup_at = _postal(facts.pickup)
+    delivery_item, delivery_at = _postal(facts.delivery)
     return {
         "MaHoSo": code,
         "MaTTHC": snapshot.procedure.code,
@@ -158,17 +292,34 @@ def snapshot_record(snapshot: DossierSnapshot) -> dict[str, Any]:
         "NgayKetThucXuLy": _time_or_blank(snapshot.finished_at),
         "DonViXuLy": snapshot.agency.name,
         "GhiChu": _note(snapshot),
-        "TaiLieuNop": [
-            {"TepDinhKemId": f"{code}-{i}", "TenTepDinhKem": name}
-            for i, name in enumerate(snapshot.submitted_documents, start=1)
-        ],
+        "KenhThucHien": CHANNEL_CODES[snapshot.channel],
+        "NoiNopHoSo": snapshot.submission_place or "",
+        "NgayNopHoSo": to_portal_time(snapshot.submitted_at or snapshot.received_at),
+        "NgayTuChoi": _time_or_blank(_refused_at(snapshot)),
+        "DinhDanhCHS": _identities(snapshot),
+        "TaiKhoanDuocXacThucVoiVNeID": _flag(applicant.vneid_verified),
+        "DuocThanhToanTrucTuyen": NOT_PAID_ONLINE if paid is None else ONLINE_PAYMENT_CODES[paid],
+        "HoSoCoThanhPhanSoHoa": _flag(any(_digitised(d) for d in snapshot.submitted_documents)),
+        "DSKetNoiCSDL": [{"MaCSDL": database} for database in databases],
+        POSTAL_PICKUP_ITEM: pickup_item,
+        POSTAL_PICKUP_AT: pickup_at,
+        POSTAL_DELIVERY_ITEM: delivery_item,
+        POSTAL_DELIVERY_AT: delivery_at,
+        "TaiLieuNop": [_document(code, i, doc) for i, doc in enumerate(snapshot.submitted_documents, start=1)],
         "DanhSachGiayToKetQua": [
             {"GiayToId": doc.code, "TenGiayTo": doc.name, "DuongDanTepTinKetQua": doc.url or ""}
             for doc in snapshot.result_documents
         ],
         # Amounts stay integer đồng: the contract refuses floats and so must the wire.
         "DanhSachLePhi": [
-            {"MaPhiLePhi": fee.code, "TenPhiLePhi": fee.name, "Gia": fee.amount} for fee in snapshot.fees
+            {
+                "MaPhiLePhi": fee.code,
+                "TenPhiLePhi": fee.name,
+                "Gia": fee.amount,
+                "HinhThucThu": FEE_COLLECTIONS[fee.collection or _collection(paid)],
+                "LoaiPhiLePhi": FEE_KINDS[fee.kind or _fee_kind(fee.name)],
+            }
+            for fee in snapshot.fees
         ],
         "DanhSachHoSoBoSung": [
             {
@@ -182,6 +333,15 @@ def snapshot_record(snapshot: DossierSnapshot) -> dict[str, Any]:
             for i, s in enumerate(snapshot.supplements, start=1)
         ],
     }
+
+
+def _collection(paid: OnlinePayment | None) -> FeeCollection:
+    # A 1.0-1.3 fee says nothing of how it was collected: online when the dossier was paid online.
+    return FeeCollection.AT_COUNTER if paid is None else FeeCollection.ONLINE
+
+
+def _fee_kind(name: str) -> FeeKind:
+    return FeeKind.CHARGE if name.lower().startswith(_CHARGE_PREFIX) else FeeKind.FEE
 
 
 def step_record(dossier_code: str, step: ProcessingStep, status: DossierStatus) -> dict[str, Any]:
@@ -230,6 +390,25 @@ def snapshot_params(record: Mapping[str, Any], *, updating: bool) -> dict[str, A
 def records_params(record: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters of services that take a list of records (`CapNhatTienDoHoSoMC`, ratings)."""
     return {"data": [record]}
+
+
+def steps_params(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """`CapNhatTienDoHoSoMC` parameters for one chunk of processing steps."""
+    return {"data": list(steps)}
+
+
+def chunks(items: list[dict[str, Any]], size: int = STEP_CHUNK_SIZE) -> list[list[dict[str, Any]]]:
+    """`items` in consecutive chunks of at most `size` (the portal takes processing steps 10 at a time)."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def lookup_found(answer: PortalAnswer, dossier_code: str) -> bool | None:
+    """What a `TraCuuHoSo` answer says: True the portal has the dossier, False it has not, None unclear."""
+    if not answer.ok:
+        return None
+    return any(isinstance(item, Mapping) and item.get("MaHoSo") == dossier_code for item in answer.result)
 
 
 def lookup_params(dossier_code: str) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.dossier import OnlinePayment
 
 
 class PortalSettings(BaseSettings):
@@ -35,6 +37,20 @@ class PortalSettings(BaseSettings):
 
     # Portal versions disagree on the success code (0 in some, "00" in others); compared as strings.
     success_codes: Annotated[list[str], Field(min_length=1)] = ["0", "00"]
+    # "The dossier already exists": one province's client reads 3 and -3 so and re-sends as an update (verified).
+    already_exists_codes: list[str] = ["3", "-3"]
+    # "The dossier does not exist" answered to an update (unverified: our simulator's 4): re-sent as a creation.
+    not_found_codes: list[str] = ["4", "-4"]
+    step_chunk_size: Annotated[int, Field(ge=1, le=100, description="Processing steps per CapNhatTienDoHoSoMC")] = 10
+    # MaCSDL of the national population database, added to DSKetNoiCSDL when a population lookup is reported
+    # (unverified code: take it from the portal's list).
+    population_database_code: Annotated[str, Field(min_length=1, max_length=50)] = "CSDLQGDC"
+    # Other partners whose events the portal's record reads (their `gateway.partner-events.<partner>.v1` topics):
+    # a confirmed payment (DuocThanhToanTrucTuyen), a population lookup (DSKetNoiCSDL), a parcel (postal fields).
+    react_to: list[Literal["payment", "population_db", "postal"]] = ["payment", "population_db", "postal"]
+    # DuocThanhToanTrucTuyen of a payment the gateway's payment partner confirmed: 2 (the province's payment
+    # platform) unless that partner is the national portal's own payment platform.
+    confirmed_payments_as: OnlinePayment = OnlinePayment.PROVINCIAL_PLATFORM
 
     @field_validator("base_url")
     @classmethod

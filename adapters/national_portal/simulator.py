@@ -40,6 +40,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 ERROR_REJECTED = 1
 ERROR_SESSION = 2
+ERROR_EXISTS = 3  # one province's client reads 3 and -3 as "already exists" and re-sends as an update
+ERROR_NOT_FOUND = 4  # ours: the real portal's answer to an update of an unknown dossier is not public
+MSG_EXISTS = "Hồ sơ đã tồn tại"
 MSG_SUCCESS = "Thành công"
 MSG_SESSION_EXPIRED = "Phiên làm việc đã hết hạn"
 MSG_SESSION_INVALID = "Phiên làm việc không hợp lệ"
@@ -57,12 +60,23 @@ SNAPSHOT_MANDATORY = (
     "TrangThaiHoSo",
     "DonViXuLy",
     "HinhThuc",
+    # What the national index reads and one province's code always sends (DOMAIN.md §1).
+    "KenhThucHien",
+    "NgayNopHoSo",
+    "DinhDanhCHS",
 )
-SNAPSHOT_DATES = ("NgayTiepNhan", "NgayHenTra", "NgayTra", "NgayKetThucXuLy")
+SNAPSHOT_DATES = (
+    "NgayTiepNhan", "NgayHenTra", "NgayTra", "NgayKetThucXuLy", "NgayNopHoSo", "NgayTuChoi",
+    "NgayNhanHoSoQuaBuuChinh", "NgayTraKetQuaQuaBuuChinh",
+)
+# Flags sent as 0/1 (numbers or digit strings, like the codes), and the other small code lists, when present.
+SNAPSHOT_FLAGS = ("TaiKhoanDuocXacThucVoiVNeID", "HoSoCoThanhPhanSoHoa")
+DOCUMENT_FLAGS = ("DuocSoHoa", "DuocTaiSuDung", "DuocLayTuKhoDMQG")
+_URL_RE = re.compile(r"^https?://[^\s]+$")
 STEP_DATES = ("ThoiDiemXuLy", "NgayBatDau", "NgayKetThucTheoQuyDinh")
 RATING_DATES = ("NgayDanhGia",)
 # Never written to logs (Decree 13/2023); kept here so reviewers can see what is sensitive.
-PERSONAL_FIELDS = frozenset({"ChuHoSo", "SoDienThoai", "Email", "MaDoiTuong"})
+PERSONAL_FIELDS = frozenset({"ChuHoSo", "SoDienThoai", "Email", "MaDoiTuong", "DinhDanhCHS"})
 
 DOSSIER_CODE_RE = re.compile(r"^[0-9A-Z]{3}\.[0-9A-Z]{2}\.[0-9A-Z]{2}\.[A-Z][0-9]{2}-\d{6}-\d{4}$", re.ASCII)
 _DATE_RE = re.compile(r"^\d{14}$", re.ASCII)
@@ -107,6 +121,12 @@ class Knobs:
     # Requests naming one of these dossiers answer 503 (a retryable failure of just those dossiers, while
     # the portal serves every other one): how the fault suite sends chosen dossiers through the retry tiers.
     unavailable_dossiers: list[str] = field(default_factory=list)
+    # As a real portal: a create (isUpdating false) of a dossier it has is answered "already exists" (3), an
+    # update of one it has not "not found" (4). Off by default: tests written before kept re-creating dossiers.
+    strict_existence: bool = False
+    # Off: Idempotency-Key headers are ignored, as a portal that never promised to honour them would (the
+    # DOMAIN's portal protocol has no such header): what the gateway does about a lost answer must then suffice.
+    idempotency_keys: bool = True
 
 
 _RATE_KNOBS = frozenset({"error_rate", "rate_limit_rate", "drop_connection_rate", "malformed_rate", "reject_rate"})
@@ -150,6 +170,7 @@ class _Stats:
     identical_snapshots: int = 0
     status_regressions: int = 0
     session_expired: int = 0
+    existence_refusals: int = 0
     injected: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("outage", "error", "rate_limit", "drop", "malformed", "reject"), 0)
     )
@@ -195,7 +216,11 @@ def _backwards(dossier: _Dossier, status: int) -> bool:
 
 
 class _Rejection(Exception):
-    """A business answer with error_code 1; raised before anything is stored."""
+    """A business answer with error_code 1 (or `code`); raised before anything is stored."""
+
+    def __init__(self, message: str, code: int = ERROR_REJECTED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _is_blank(value: Any) -> bool:
@@ -271,8 +296,53 @@ def _validate_snapshot(record: dict[str, Any], where: str) -> int:
         raise _Rejection(f"{where}: trường TrangThaiHoSo phải là số nguyên từ 1 đến 10")
     if _small_int(record["HinhThuc"], 1, 3) is None:
         raise _Rejection(f"{where}: trường HinhThuc phải là 1, 2 hoặc 3")
+    if _small_int(record["KenhThucHien"], 1, 3) is None:
+        raise _Rejection(f"{where}: trường KenhThucHien phải là 1, 2 hoặc 3")
     _check_dates(record, SNAPSHOT_DATES, where)
+    _check_index_fields(record, where)
     return status
+
+
+def _check_flags(item: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if name in item and _small_int(item[name], 0, 1) is None:
+            raise _Rejection(f"{where}: trường {name} phải là 0 hoặc 1")
+
+
+def _list_of_objects(record: dict[str, Any], name: str, where: str) -> list[dict[str, Any]]:
+    value = record.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _Rejection(f"{where}: trường {name} phải là danh sách đối tượng")
+    return value
+
+
+def _check_index_fields(record: dict[str, Any], where: str) -> None:
+    """The fields the national index reads: identities, flags, payment, databases, documents, fees."""
+    identities = _list_of_objects(record, "DinhDanhCHS", where)
+    for i, identity in enumerate(identities):
+        if _small_int(identity.get("LoaiDinhDanh"), 1, 4) is None or _is_blank(identity.get("SoDinhDanh")):
+            raise _Rejection(f"{where}: DinhDanhCHS[{i}] cần LoaiDinhDanh (1-4) và SoDinhDanh")
+    _check_flags(record, SNAPSHOT_FLAGS, where)
+    if "DuocThanhToanTrucTuyen" in record and _small_int(record["DuocThanhToanTrucTuyen"], 0, 2) is None:
+        raise _Rejection(f"{where}: trường DuocThanhToanTrucTuyen phải là 0, 1 hoặc 2")
+    for i, database in enumerate(_list_of_objects(record, "DSKetNoiCSDL", where)):
+        if _is_blank(database.get("MaCSDL")):
+            raise _Rejection(f"{where}: DSKetNoiCSDL[{i}] thiếu MaCSDL")
+    for i, doc in enumerate(_list_of_objects(record, "TaiLieuNop", where)):
+        place = f"{where}: TaiLieuNop[{i}]"
+        _check_flags(doc, DOCUMENT_FLAGS, place)
+        url = doc.get("DuongDanTaiTepTin")
+        if not _is_blank(url) and not (isinstance(url, str) and _URL_RE.match(url)):
+            raise _Rejection(f"{place}: trường DuongDanTaiTepTin phải là đường dẫn http(s)")
+        # Ours: a digitised document the portal cannot download is not digitised for anyone reading the record.
+        if _small_int(doc.get("DuocSoHoa"), 1, 1) == 1 and _is_blank(url):
+            raise _Rejection(f"{place}: tài liệu đã số hóa cần DuongDanTaiTepTin")
+    for i, fee in enumerate(_list_of_objects(record, "DanhSachLePhi", where)):
+        place = f"{where}: DanhSachLePhi[{i}]"
+        if "HinhThucThu" in fee and _small_int(fee["HinhThucThu"], 1, 3) is None:
+            raise _Rejection(f"{place}: trường HinhThucThu phải là 1, 2 hoặc 3")
+        if "LoaiPhiLePhi" in fee and _small_int(fee["LoaiPhiLePhi"], 1, 2) is None:
+            raise _Rejection(f"{place}: trường LoaiPhiLePhi phải là 1 hoặc 2")
 
 
 class PortalSimulator(Simulator):
@@ -482,7 +552,7 @@ class PortalSimulator(Simulator):
         if session_error is not None:
             # Not remembered under the idempotency key: the client retries the same key after logging in.
             return 200, self._encode({"error_code": ERROR_SESSION, "message": session_error})
-        key = request.headers.get(IDEMPOTENCY_HEADER)
+        key = request.headers.get(IDEMPOTENCY_HEADER) if self._knobs.idempotency_keys else None
         if key:
             stored = self._idempotency.get(key)
             if stored is not None:
@@ -509,7 +579,7 @@ class PortalSimulator(Simulator):
         except _Rejection as exc:
             self._stats.rejected += 1
             log.debug("portal rejected %s: %s", name, exc)
-            answer = {"error_code": ERROR_REJECTED, "message": str(exc)}
+            answer = {"error_code": exc.code, "message": str(exc)}
         result = (200, self._encode(answer))
         if key:
             self._idempotency[key] = result
@@ -553,10 +623,18 @@ class PortalSimulator(Simulator):
         return found
 
     def _snapshot(self, payload: dict[str, Any]) -> dict[str, Any]:
-        _parse_updating(payload.get("isUpdating"))
+        updating = _parse_updating(payload.get("isUpdating"))
         records = _items(payload)
         statuses = [_validate_snapshot(r, f"data[{i}]") for i, r in enumerate(records)]
         self._business_gate([r["MaHoSo"] for r in records])
+        if self._knobs.strict_existence:
+            for named in (r["MaHoSo"] for r in records):
+                if not updating and named in self._dossiers:
+                    self._stats.existence_refusals += 1
+                    raise _Rejection(f"{MSG_EXISTS}: {named}", ERROR_EXISTS)
+                if updating and named not in self._dossiers:
+                    self._stats.existence_refusals += 1
+                    raise _Rejection(f"{MSG_NOT_FOUND}: {named}", ERROR_NOT_FOUND)
         result = []
         for record, status in zip(records, statuses, strict=True):
             code: str = record["MaHoSo"]

@@ -33,10 +33,16 @@ from contracts.dossier import (
     DossierSnapshot,
     DossierStatus,
     Fee,
+    FeeCollection,
+    FeeKind,
+    Identity,
+    IdentityKind,
+    OnlinePayment,
     Procedure,
     ProcessingStep,
     Rating,
     ResultDocument,
+    SubmittedDocument,
     Supplement,
 )
 from contracts.events import (
@@ -80,6 +86,18 @@ _MINUTE = 60
 _HOUR = 3600
 
 RESULT_URL_BASE = "https://one-stop.example.vn/ket-qua/"
+DOCUMENT_URL_BASE = "https://one-stop.example.vn/tep/"
+CATALOGUE_URL_BASE = "https://dichvucong.gov.vn/kho-du-lieu/"
+POPULATION_DATABASE = "CSDLQGDC"  # MaCSDL of the national population database (unverified code)
+# Contract 1.4's index facts (illustrative shares, not from the report): drawn from a second random stream, so
+# the journeys' other draws, and every test that counts them, are what they were before 1.4.
+PAID_ONLINE_SHARE = {Channel.ONLINE: 0.6, Channel.POST: 0.1, Channel.IN_PERSON: 0.15}
+PAID_ON_NATIONAL_PORTAL = 0.3  # of online payments; the rest on the province's platform
+DIGITISED_SHARE = {Channel.ONLINE: 1.0, Channel.POST: 0.6, Channel.IN_PERSON: 0.7}
+REUSED_SHARE = 0.1
+FROM_CATALOGUE_SHARE = 0.3  # online citizens' identity copies taken from their store on the national portal
+VNEID_SHARE = 0.6  # online citizens whose account was authenticated with VNeID
+POPULATION_LOOKUP_SHARE = 0.4  # citizens' dossiers whose applicant was checked in the population database
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -657,6 +675,7 @@ class _Generator:
             0.0, (volumes.POST_RETURN_SHARE - volumes.POST_SUBMISSION_SHARE) / (1 - volumes.POST_SUBMISSION_SHARE)
         )
         self.sequences: dict[tuple[str, str], int] = {}
+        self.extra = random.Random(f"{seed}/contract-1.4")  # the index facts' own stream (see PAID_ONLINE_SHARE)
 
     # ---- identities -------------------------------------------------------------------------------------
     def uuid(self) -> uuid.UUID:
@@ -684,6 +703,7 @@ class _Generator:
             return _construct(
                 Applicant, kind=ApplicantKind.ORGANISATION, full_name=name, id_number=None, tax_code=tax,
                 phone=self.phone(), email=f"lienhe{rng.randrange(100_000)}@example.vn", address=self.address(),
+                identity=_construct(Identity, kind=IdentityKind.TAX_CODE, number=tax), vneid_verified=None,
             )
         female = rng.random() < 0.5
         year = rng.randint(1940, 2006)
@@ -697,6 +717,7 @@ class _Generator:
         return _construct(
             Applicant, kind=ApplicantKind.CITIZEN, full_name=self.person_name(female), id_number=id_number,
             tax_code=None, phone=self.phone(), email=email, address=self.address(),
+            identity=_construct(Identity, kind=IdentityKind.PERSONAL_ID, number=id_number), vneid_verified=None,
         )
 
     def dossier_code(self, agency_id: str, received: datetime) -> str:
@@ -726,13 +747,15 @@ class _Generator:
         code = self.dossier_code(row.agency_id, received_at)
         duration = spec.days * _DAY
         appointment = ws0 + duration
+        applicant = self.applicant(spec.organisation_share)
+        facts = self.index_facts(prep, channel, applicant, received_at)
         snapshot = _construct(
             DossierSnapshot, code=code, version=1, status=_S.RECEIVED, channel=channel, receipt_number=code,
             received_at=received_at, appointment_at=self.clock.at(appointment), procedure=prep.procedure,
-            agency=self.agency_models[row.agency_id], applicant=self.applicant(spec.organisation_share),
-            summary=prep.summary, submitted_documents=prep.documents, fees=prep.fees, steps_done=0, supplements=[],
+            agency=self.agency_models[row.agency_id], applicant=facts.pop("applicant"),
+            summary=prep.summary, steps_done=0, supplements=[],
             apology=None, decision_reason=None, finished_at=None, result_documents=[], returned_at=None,
-            return_channel=None, rating=None,
+            return_channel=None, rating=None, submission_place=None, refused_at=None, **facts,
         )
         b = _Builder(self, prep, snapshot, ws0)
         b.emit(
@@ -819,6 +842,46 @@ class _Generator:
             b.apology(apology_at, appointment, new_appointment)
         self.finish(b, finish_at, prep, channel)
         return b.journey()
+
+    def index_facts(
+        self, prep: _Prepared, channel: Channel, applicant: Applicant, received_at: datetime
+    ) -> dict[str, Any]:
+        """Contract 1.4's snapshot fields at receipt: documents, payment, VNeID, databases, submission time."""
+        x = self.extra
+        citizen = applicant.kind is ApplicantKind.CITIZEN
+        online = channel is Channel.ONLINE
+        documents = []
+        for name in prep.documents:
+            catalogue = online and citizen and name == _ID_COPY and x.random() < FROM_CATALOGUE_SHARE
+            digitised = catalogue or x.random() < DIGITISED_SHARE[channel]
+            url = (
+                f"{CATALOGUE_URL_BASE}{x.getrandbits(64):016x}" if catalogue
+                else f"{DOCUMENT_URL_BASE}{x.getrandbits(64):016x}.pdf" if digitised else None
+            )
+            documents.append(_construct(
+                SubmittedDocument, name=name, url=url, digitised=digitised,
+                reused=digitised and not catalogue and x.random() < REUSED_SHARE, from_national_catalogue=catalogue,
+            ))
+        payment = None
+        if any(fee.amount > 0 for fee in prep.fees) and x.random() < PAID_ONLINE_SHARE[channel]:
+            national = x.random() < PAID_ON_NATIONAL_PORTAL
+            payment = OnlinePayment.NATIONAL_PORTAL if national else OnlinePayment.PROVINCIAL_PLATFORM
+        collection = FeeCollection.ONLINE if payment is not None else FeeCollection.AT_COUNTER
+        fees = [
+            _construct(
+                Fee, code=fee.code, name=fee.name, amount=fee.amount, collection=collection,
+                kind=FeeKind.CHARGE if fee.name.startswith("Lệ phí") else FeeKind.FEE,
+            )
+            for fee in prep.fees
+        ]
+        if online and citizen:
+            applicant = _evolve(applicant, {"vneid_verified": x.random() < VNEID_SHARE})
+        consulted = [POPULATION_DATABASE] if citizen and x.random() < POPULATION_LOOKUP_SHARE else []
+        submitted_at = received_at - timedelta(minutes=x.randint(5, 3 * 24 * 60)) if online else received_at
+        return {
+            "applicant": applicant, "submitted_documents": documents, "fees": fees, "online_payment": payment,
+            "databases_consulted": consulted, "submitted_at": submitted_at,
+        }
 
     def finish(self, b: _Builder, ws: int, prep: _Prepared, channel: Channel) -> None:
         """Resolved → result returned → maybe rated."""
@@ -961,7 +1024,10 @@ class _Builder:
     def terminal(self, cls: Any, ws: int, status: DossierStatus, reasons: tuple[str, ...]) -> None:
         reason = self.gen.rng.choice(reasons)
         ws, at = self.when(ws)
-        self.emit(cls, ws, at, {"status": status, "decision_reason": reason, "finished_at": at}, reason=reason)
+        update: dict[str, Any] = {"status": status, "decision_reason": reason, "finished_at": at}
+        if status in (_S.NOT_ACCEPTED, _S.REFUSED):
+            update["refused_at"] = at  # NgayTuChoi
+        self.emit(cls, ws, at, update, reason=reason)
 
 
 def _prepare(spec: ProcedureSpec) -> _Prepared:

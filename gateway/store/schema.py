@@ -184,3 +184,60 @@ followups = Table(
     Index("ix_followups_dossier_code", "dossier_code"),
     CheckConstraint("state IN ('pending', 'done', 'gave_up')", name="state"),
 )
+
+FACT_KIND_LEN = 64
+FACT_VALUE_LEN = 200
+AGENCY_CODE_LEN = 50
+CHANNEL_LEN = 16
+STATUS_LEN = 32
+
+# Facts other partners reported about a dossier (a payment confirmed, a national database consulted, a parcel
+# picked up or delivered), kept until the next snapshot sync carries them to the portal (gateway.store.facts).
+# One row per (source event, kind): a redelivered partner event writes nothing new. No personal data: values are
+# codes, item numbers and times.
+dossier_facts = Table(
+    "dossier_facts",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), nullable=False),
+    Column("kind", String(FACT_KIND_LEN), nullable=False),
+    Column("value", String(FACT_VALUE_LEN), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("source_event_id", String(EVENT_ID_LEN), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source_event_id", "kind", name="uq_dossier_facts_source_event_id"),
+    Index("ix_dossier_facts_dossier_code", "dossier_code"),
+)
+
+# What the national service index needs of each dossier the gateway saw (gateway.store.service_index): the
+# snapshot's non-personal facts at the highest version seen, and when the portal accepted it. No names, ID
+# numbers or addresses: the agency code, dates, counts and flags.
+service_index_dossiers = Table(
+    "service_index_dossiers",
+    metadata,
+    Column("dossier_code", String(DOSSIER_CODE_LEN), primary_key=True),
+    Column("agency_code", String(AGENCY_CODE_LEN), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("status", String(STATUS_LEN), nullable=False),
+    Column("channel", String(CHANNEL_LEN), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("appointment_at", UTCDateTime, nullable=False),  # the appointment set at receipt
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("supplement_requested_at", UTCDateTime, nullable=True),
+    Column("supplement_completed_at", UTCDateTime, nullable=True),
+    Column("supplement_requests", Integer, nullable=False),
+    Column("last_supplement_version", BigInteger, nullable=False),
+    Column("fees_total", BigInteger, nullable=False),
+    Column("paid_online", Integer, nullable=False),  # 0 no, 1 national portal, 2 province's platform
+    Column("documents", Integer, nullable=False),
+    Column("documents_digitised", Integer, nullable=False),
+    Column("documents_reused", Integer, nullable=False),
+    Column("documents_from_catalogue", Integer, nullable=False),
+    Column("vneid_verified", Integer, nullable=False),
+    Column("electronic_result", Integer, nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("first_synced_at", UTCDateTime, nullable=True),
+    Column("synced_version", BigInteger, nullable=False),  # 0: never synced
+    Column("max_sync_delay_s", BigInteger, nullable=True),  # the longest event → portal delay of a synced version
+    Index("ix_service_index_dossiers_received_at", "received_at"),
+)

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.database import create_engine, migrate
+from gateway.store.facts import FactStore
 from gateway.store.feeds import FeedStore
 from gateway.store.followups import FollowUpStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
+from gateway.store.service_index import ServiceIndexStore
 from gateway.store.settle import GroupCommitter
 from gateway.store.sync_state import SyncStateStore
 
@@ -28,8 +30,11 @@ class Store:
     parking: ParkingLot
     feeds: FeedStore
     followups: FollowUpStore
+    facts: FactStore
+    service_index: ServiceIndexStore
 
     async def close(self) -> None:
+        await self.service_index.close()
         await self.committer.close()
         await self.engine.dispose()
 
@@ -48,4 +53,6 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         parking=ParkingLot(engine),
         feeds=FeedStore(engine),
         followups=FollowUpStore(engine),
+        facts=FactStore(engine),
+        service_index=ServiceIndexStore(engine),
     )

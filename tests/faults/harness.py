@@ -100,6 +100,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         "followup.complete", "followup.reschedule",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
+        # No other partner's events reach the portal in this scenario.
+        "facts.record",
     }
 )
 _POSTAL_POINTS: tuple[str, ...] = (
@@ -157,6 +159,8 @@ NOT_IN_SCENARIO: dict[str, str] = {
     # Added after the tax scenario was written: its runs ledger-note only what found something; injected by
     # tests/integration/test_tax_flow.py (a raise there: nothing lost, no event doubled).
     "followup.ledger": "tests/integration/test_tax_flow.py",
+    # Written by the portal's reactions to other partners' events (no scenario publishes those).
+    "facts.record": "tests/integration/test_portal_facts.py",
 }
 MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 

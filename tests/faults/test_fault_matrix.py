@@ -23,7 +23,7 @@ CRASH_POINTS = {
 # a copy into a tier, an answer, a dead letter, a commit). The rest of every scenario runs in `make faults`.
 RAISE_POINTS = {
     "portal": ("partner.answered", "settle", "result.publish.synced", "copy.publish.first", "parking.move.next_tier",
-               "result.publish.stale", "dead_letter.publish.failed", "offset.commit"),
+               "result.publish.stale", "dead_letter.publish.failed", "offset.commit", "service_index.record"),
     "postal": ("partner_events.publish", "feed.publish", "feed.cursor.advance"),
     "tax": ("followup.schedule", "followup.publish", "followup.reschedule"),
 }

@@ -58,6 +58,9 @@ def record(**over: Any) -> dict[str, Any]:
         "NgayKetThucXuLy": "",
         "DonViXuLy": "Sở Tài nguyên và Môi trường",
         "GhiChu": "",
+        "KenhThucHien": 1,
+        "NgayNopHoSo": "20240115083000",
+        "DinhDanhCHS": [{"LoaiDinhDanh": 1, "SoDinhDanh": "034090001234"}],
         "TaiLieuNop": [],
         "DanhSachGiayToKetQua": [],
         "DanhSachLePhi": [],
@@ -185,6 +188,21 @@ _BAD_RECORDS: list[tuple[str, dict[str, Any]]] = [
     ("MaHoSo", {"MaHoSo": "H34-240115-0007"}),
     ("MaHoSo", {"MaHoSo": "000.00.01.h34-240115-0007"}),
     ("MaHoSo", {"MaHoSo": "000.00.01.H34-240115-007"}),
+    # The index's fields (contract 1.4 feeds them).
+    ("KenhThucHien", {"KenhThucHien": 4}),
+    ("DinhDanhCHS", {"DinhDanhCHS": [{"LoaiDinhDanh": 9, "SoDinhDanh": "034090001234"}]}),
+    ("DinhDanhCHS", {"DinhDanhCHS": [{"LoaiDinhDanh": 1, "SoDinhDanh": ""}]}),
+    ("DinhDanhCHS", {"DinhDanhCHS": "034090001234"}),
+    ("NgayNopHoSo", {"NgayNopHoSo": "2024-01-15"}),
+    ("NgayTuChoi", {"NgayTuChoi": "20240230000000"}),
+    ("TaiKhoanDuocXacThucVoiVNeID", {"TaiKhoanDuocXacThucVoiVNeID": 2}),
+    ("DuocThanhToanTrucTuyen", {"DuocThanhToanTrucTuyen": 3}),
+    ("DSKetNoiCSDL", {"DSKetNoiCSDL": [{"MaCSDL": ""}]}),
+    ("DuongDanTaiTepTin", {"TaiLieuNop": [{"TenTepDinhKem": "Đơn", "DuocSoHoa": 1, "DuongDanTaiTepTin": ""}]}),
+    ("DuongDanTaiTepTin", {"TaiLieuNop": [{"TenTepDinhKem": "Đơn", "DuongDanTaiTepTin": "file:///etc/passwd"}]}),
+    ("DuocLayTuKhoDMQG", {"TaiLieuNop": [{"TenTepDinhKem": "Đơn", "DuocLayTuKhoDMQG": "có"}]}),
+    ("HinhThucThu", {"DanhSachLePhi": [{"MaPhiLePhi": "LP", "Gia": 1000, "HinhThucThu": 7}]}),
+    ("LoaiPhiLePhi", {"DanhSachLePhi": [{"MaPhiLePhi": "LP", "Gia": 1000, "LoaiPhiLePhi": 0}]}),
 ]
 
 
