@@ -48,6 +48,9 @@ class Emitted:
 
     value: bytes
     key: bytes
+    topic: str | None = None
+    """None: the adapter's events topic. Else the one topic the flow answers the input on (a request's reply
+    topic, gateway.delivery.flows.answer_topic); the pipeline refuses any other."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,10 @@ POINTS: tuple[str, ...] = (
     "followup.ledger",  # the run's partner calls noted in the exchange ledger, before the row finishes
     "followup.complete",  # the events are on the topic; before the row is marked done or gave_up
     "followup.reschedule",  # the events (if any) are on the topic; before the row is set to run again
+    # Request/reply (gateway.delivery.flows.RequestReplyFlow): the access-log row, then the reply on the topic
+    # the request names (before the settle, like partner events), then the settle.
+    "access_log.record",  # before the access-log row of a lookup is written (gateway.store.access_log)
+    "reply.publish",  # before a delivered request's reply is published on its reply topic
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

@@ -51,6 +51,10 @@ class BuildContext:
     """Messages that may be in flight for the adapter at once (size the connection pool to it)."""
     settings: Any | None = None
     """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
+    store: Any | None = None
+    """The process's gateway.store.Store (an adapter that keeps an access log writes it there)."""
+    reply_prefix: str = "onestop.replies."
+    """What every reply topic a request names must start with (settings.replies.topic_prefix)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         # No follow-ups either: the tax scenario has them.
         "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
         "followup.complete", "followup.reschedule",
+        # Request/reply (the population database): its own scenario.
+        "access_log.record", "reply.publish",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
     }
@@ -157,6 +159,9 @@ NOT_IN_SCENARIO: dict[str, str] = {
     # Added after the tax scenario was written: its runs ledger-note only what found something; injected by
     # tests/integration/test_tax_flow.py (a raise there: nothing lost, no event doubled).
     "followup.ledger": "tests/integration/test_tax_flow.py",
+    # Request/reply: a raise at each step of a lookup, nothing lost, one reply per request.
+    "access_log.record": "tests/integration/test_population_flow.py",
+    "reply.publish": "tests/integration/test_population_flow.py",
 }
 MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 
