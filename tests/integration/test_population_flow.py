@@ -39,7 +39,7 @@ async def test_each_lookup_is_answered_once_on_its_reply_topic(kafka_bootstrap: 
         reply_topic = run.replies_prefix + "desk-1"
         ids = [uuid.uuid4() for _ in range(6)]
         requests = [
-            lookup(a, reply_topic=reply_topic, event_id=ids[0]),  # match, verification only
+            lookup(a, reply_topic=reply_topic, event_id=ids[0], wanted=["permanent_address"]),  # no address
             lookup(b, reply_topic=reply_topic, event_id=ids[1], full_name="Somebody Else"),  # mismatch
             lookup(reply_topic=reply_topic, event_id=ids[2], id_number="001190000000", date_of_birth="1990"),  # none
             lookup(c, reply_topic=reply_topic, event_id=ids[3], purpose="household_registration",
@@ -60,6 +60,7 @@ async def test_each_lookup_is_answered_once_on_its_reply_topic(kafka_bootstrap: 
     }
     assert replies[str(ids[1])]["mismatched_fields"] == ["full_name"]
     assert "citizen" not in replies[str(ids[0])]  # verification only: nothing of the record
+    assert replies[str(ids[0])]["withheld"] == ["permanent_address"]
     assert replies[str(ids[3])]["citizen"]["permanent_address"]["detail"] == c.permanent.detail
     assert set(replies[str(ids[3])]["citizen"]) == {"permanent_address"}
     assert replies[str(ids[3])]["withheld"] == ["hometown"]
@@ -116,3 +117,31 @@ async def test_a_fault_at_a_lookup_step_loses_nothing_and_answers_once(
 
 async def _rows(log: AccessLog, n: int) -> bool:
     return len(await log.query()) == n
+
+
+async def test_officer_and_agency_limits_hold_under_concurrent_load(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """300 lookups of 4 officers of one agency, on 300 dossiers (so up to max_in_flight run at once): exactly the
+    agency's share is asked, no officer more than theirs, the rest refused with the reason, each answered once."""
+    adapter = {"per_officer_limit": "20/minute", "per_agency_limit": "50/minute"}
+    async with population_gateway(kafka_bootstrap, tmp_path, adapter=adapter, latency_s=0.02) as run:
+        people = run.sim.some(300)
+        reply_topic = run.replies_prefix + "desk-load"
+        officers = ["CB-1", "CB-2", "CB-3", "CB-4"]
+        ids = [uuid.uuid4() for _ in people]
+        await produce(kafka_bootstrap, run.lookups, [
+            (dossier(100 + i, day="240116").encode(),
+             lookup(p, reply_topic=reply_topic, event_id=ids[i], officer=officers[i % 4], dossier=dossier(
+                 100 + i, day="240116")))
+            for i, p in enumerate(people)
+        ])
+        got = await read_until(kafka_bootstrap, reply_topic, lambda m: len(_by_request(m)) == len(ids))
+    replies = _by_request(got)
+    by_officer: dict[str, int] = {}
+    for i, request_id in enumerate(ids):
+        if replies[str(request_id)]["outcome"] == "match":
+            by_officer[officers[i % 4]] = by_officer.get(officers[i % 4], 0) + 1
+    refused = [r for r in replies.values() if r["outcome"] == "refused"]
+    assert sum(by_officer.values()) == 50 and max(by_officer.values()) <= 20
+    assert len(refused) == 250 and all(r["reason"].startswith("rate limit:") for r in refused)
+    assert sum(run.sim.officers.values()) == 50 and max(run.sim.officers.values()) <= 20
+    assert run.sim.max_in_flight > 1  # they did run at once
