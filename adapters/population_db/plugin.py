@@ -22,12 +22,13 @@ def build(context: BuildContext) -> AdapterParts:
     if context.store is None:
         raise ConfigurationError(f"{ADAPTER_NAME} adapter needs the gateway's store (its access log)")
     client = PopulationClient(settings, max_connections=context.in_flight)
+    access_log = AccessLog(context.store.engine)
     observed = cast(PopulationApi, ObservedClient(
         client, partner=ADAPTER_NAME, metrics=context.metrics, operations=("verify", "lookup"),
     ))
     handlers = PopulationHandlers(
         observed,
-        access_log=AccessLog(context.store.engine),
+        access_log=access_log,
         hash_key=settings.access_log_key.get_secret_value().encode(),
         policy=PurposePolicy(
             settings.purposes, refused=settings.refused_purposes, refuse_unlisted=settings.refuse_unlisted_purposes
@@ -38,7 +39,24 @@ def build(context: BuildContext) -> AdapterParts:
         integration_code=settings.integration_code,
     )
     flow = RequestReplyFlow(parse_lookup, failure_reply=failure_reply, redact=redact, reply_prefix=context.reply_prefix)
-    return AdapterParts(handlers=handlers, client=client, flow=flow)
+    return AdapterParts(handlers=handlers, client=_ClientAndLog(client, access_log), flow=flow)
+
+
+class _ClientAndLog:
+    """The parts the root starts first and closes last: the SOAP client, and the access log's writer."""
+
+    def __init__(self, client: PopulationClient, access_log: AccessLog) -> None:
+        self._client = client
+        self._log = access_log
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def close(self) -> None:
+        try:
+            await self._client.close()
+        finally:
+            await self._log.close()
 
 
 PLUGIN = Plugin(name=ADAPTER_NAME, reads="commands", build=build)

@@ -45,6 +45,8 @@ CONTRACTS: Final = Path(__file__).resolve().parents[2] / "contracts" / "populati
 XSD_PATH: Final = CONTRACTS / "population.v1.xsd"
 SERVICE_PATH: Final = "/dancuquocgia/v1"
 DTD_PATH: Final = "/_sim/external.dtd"
+TIMINGS_PATH: Final = "/_sim/timings"
+_MAX_TIMINGS: Final = 200_000
 LOOKUP: Final = "TraCuuThongTinCongDan"
 VERIFY: Final = "XacThucThongTinCongDan"
 MAX_REQUEST_BYTES: Final = 256 * 1024
@@ -157,6 +159,8 @@ class PopulationSimulator(Simulator):
         self._window: collections.deque[float] = collections.deque()
         self.in_flight = 0
         self.max_in_flight = 0
+        # MaYeuCau → milliseconds from the request's arrival to the answer's hand-off (the partner's own latency).
+        self.service_ms: dict[str, float] = {}
 
     @property
     def endpoint_url(self) -> str:
@@ -180,7 +184,12 @@ class PopulationSimulator(Simulator):
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_post(SERVICE_PATH, self._serve)
         app.router.add_get(DTD_PATH, self._external_dtd)
+        app.router.add_get(TIMINGS_PATH, self._timings)
         return app
+
+    async def _timings(self, request: web.Request) -> web.Response:
+        """The partner's own latency per request id (benchmarks subtract it from end-to-end times)."""
+        return self._json(self.service_ms)
 
     def _authenticate(self, request: web.Request) -> None:
         failed = _Fault("soapenv:Client", "KHONG_XAC_THUC", "Xác thực không thành công")
@@ -301,10 +310,15 @@ class PopulationSimulator(Simulator):
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        started = time.perf_counter()
         try:
-            return await self._handle(request)
+            response = await self._handle(request)
         finally:
             self.in_flight -= 1
+        rid = request.get("request_id")
+        if rid and len(self.service_ms) < _MAX_TIMINGS:
+            self.service_ms[rid] = round(1000 * (time.perf_counter() - started), 3)
+        return response
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -323,7 +337,8 @@ class PopulationSimulator(Simulator):
         try:
             operation, element = self._read(raw)
             self.requests[operation] += 1
-            self.seen_ids[element.findtext(_q("MaYeuCau")) or ""] += 1
+            request["request_id"] = element.findtext(_q("MaYeuCau")) or ""
+            self.seen_ids[request["request_id"]] += 1
             self.officers[element.findtext(_q("MaCanBo")) or ""] += 1
             if self.error_rate > 0 and self._rng.random() < self.error_rate:
                 self.injected["error"] += 1

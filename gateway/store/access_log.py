@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.faults import hit
 from gateway.store._dialect import upsert
-from gateway.store.database import writer
+from gateway.store.batch_runner import BatchRunner, batch_runner
 from gateway.store.schema import DETAIL_LEN, access_log
+from gateway.store.settle import _Batcher
 
 
 def subject_hash(key: bytes, identifier: str) -> str:
@@ -49,12 +50,15 @@ class AccessEntry:
 class AccessLog:
     """The access_log table."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self._engine = engine
-        self._writer = writer(engine)
+        # Group commit: rows of lookups in flight at once share one transaction, run as one synchronous
+        # function (on SQLite in a thread of its own: one hop instead of one per statement, as the settle does).
+        self._runner: BatchRunner | None = None
+        self._writes: _Batcher[dict[str, Any], None] = _Batcher("access-log", self._write, max_batch)
 
     async def record(self, entry: AccessEntry) -> None:
-        """Write (or, for a request handled again, update) the request's row."""
+        """Write (or, for a request handled again, update) the request's row; returns once it is committed."""
         values: dict[str, Any] = {
             "adapter": entry.adapter, "event_id": entry.event_id, "dossier_code": entry.dossier_code,
             "subject_hash": entry.subject_hash, "officer_id": entry.officer_id, "agency_code": entry.agency_code,
@@ -62,14 +66,26 @@ class AccessLog:
             "detail": entry.detail[:DETAIL_LEN] if entry.detail else None,
             "requested_at": entry.requested_at, "recorded_at": entry.recorded_at or datetime.now(UTC),
         }
-        statement = upsert(self._engine.dialect.name, access_log).values(**values)
+        hit("access_log.record")
+        await self._writes.submit(values)
+
+    async def _write(self, batch: list[dict[str, Any]]) -> list[None]:
+        latest = {(v["adapter"], v["event_id"]): v for v in batch}  # one request twice in a batch: the last wins
+        statement = upsert(self._engine.dialect.name, access_log)
         statement = statement.on_conflict_do_update(
             index_elements=["adapter", "event_id"],
             set_={name: statement.excluded[name] for name in ("outcome", "detail", "recorded_at")},
         )
-        hit("access_log.record")
-        async with self._writer.begin() as conn:
-            await conn.execute(statement)
+        rows = list(latest.values())
+        if self._runner is None:
+            self._runner = batch_runner(self._engine)
+        await self._runner.write(lambda conn: conn.execute(statement, rows))
+        return [None] * len(batch)
+
+    async def close(self) -> None:
+        await self._writes.close()
+        if self._runner is not None:
+            self._runner.close()
 
     async def query(
         self,

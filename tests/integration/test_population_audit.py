@@ -45,6 +45,7 @@ async def _seed(url: str) -> None:
             officer_id="CB-1", agency_code="AG-1", purpose="identity_verification", outcome="match",
             requested_at=START, recorded_at=START,
         ))
+        await log.close()
     finally:
         await store.close()
 
