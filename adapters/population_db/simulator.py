@@ -155,6 +155,7 @@ class PopulationSimulator(Simulator):
         self.faults: collections.Counter[str] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
         self.seen_ids: collections.Counter[str] = collections.Counter()
+        self.answered: collections.Counter[str] = collections.Counter()  # MaYeuCau answered with a verdict
         self.officers: collections.Counter[str] = collections.Counter()
         self._window: collections.deque[float] = collections.deque()
         self.in_flight = 0
@@ -171,6 +172,7 @@ class PopulationSimulator(Simulator):
         return {
             "requests": dict(self.requests), "faults": dict(self.faults), "injected": dict(self.injected),
             "distinct_requests": len(self.seen_ids), "repeated_requests": sum(n - 1 for n in self.seen_ids.values()),
+            "answered": len(self.answered),
             "max_in_flight": self.max_in_flight, "dtd_fetches": self.dtd_fetches,
         }
 
@@ -311,16 +313,16 @@ class PopulationSimulator(Simulator):
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         started = time.perf_counter()
+        rid: list[str] = []  # the request's MaYeuCau, once read
         try:
-            response = await self._handle(request)
+            response = await self._handle(request, rid)
         finally:
             self.in_flight -= 1
-        rid = request.get("request_id")
         if rid and len(self.service_ms) < _MAX_TIMINGS:
-            self.service_ms[rid] = round(1000 * (time.perf_counter() - started), 3)
+            self.service_ms[rid[0]] = round(1000 * (time.perf_counter() - started), 3)
         return response
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, rid: list[str]) -> web.StreamResponse:
         raw = await request.read()
         if self.outage:
             self.injected["outage"] += 1
@@ -337,8 +339,8 @@ class PopulationSimulator(Simulator):
         try:
             operation, element = self._read(raw)
             self.requests[operation] += 1
-            request["request_id"] = element.findtext(_q("MaYeuCau")) or ""
-            self.seen_ids[request["request_id"]] += 1
+            rid.append(element.findtext(_q("MaYeuCau")) or "")
+            self.seen_ids[rid[0]] += 1
             self.officers[element.findtext(_q("MaCanBo")) or ""] += 1
             if self.error_rate > 0 and self._rng.random() < self.error_rate:
                 self.injected["error"] += 1
@@ -348,6 +350,7 @@ class PopulationSimulator(Simulator):
             if (element.findtext(_q("MaDonVi")) or "") in self.refuse_agencies:
                 raise _Fault("soapenv:Client", "KHONG_DUOC_PHEP", "Đơn vị không được phép tra cứu")
             body = self._envelope(self._answer(operation, element))
+            self.answered[rid[0]] += 1
         except _Fault as fault:
             return self._fault(fault)
         if self.malformed_next > 0:
