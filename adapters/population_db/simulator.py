@@ -11,8 +11,9 @@ Faults and knobs (attributes, also settable over HTTP and the CLI): `latency_s` 
 `slow_s` (that share of answers that much slower); `error_rate` (Server fault LOI_HE_THONG); `outage` (HTTP 503,
 not SOAP); `quota_per_s` (more calls than that in one second: Server fault QUA_HAN_MUC; 0: no quota);
 `quota_next` (that many QUA_HAN_MUC faults now); `refuse_agencies` (Client fault KHONG_DUOC_PHEP for those
-MaDonVi); `malformed_next` (answers that are not XML); `hostile_next` (the next answer carries `xxe`,
-`billion_laughs`, `external_dtd` or `deep`).
+MaDonVi); `unavailable_agencies` (HTTP 503 for those MaDonVi: an outage as one agency's requests see it);
+`malformed_next` (answers that are not XML); `hostile_next` (the next answer carries `xxe`, `billion_laughs`,
+`external_dtd` or `deep`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ KNOBS: Final[Mapping[str, str]] = {
     "quota_per_s": "count",
     "quota_next": "count",
     "refuse_agencies": "set",
+    "unavailable_agencies": "set",
     "malformed_next": "count",
     "hostile_next": "hostile?",
 }
@@ -143,6 +145,7 @@ class PopulationSimulator(Simulator):
         self.quota_per_s = 0
         self.quota_next = 0
         self.refuse_agencies: set[str] = set()
+        self.unavailable_agencies: set[str] = set()
         self.malformed_next = 0
         self.hostile_next: str | None = None
         self.dtd_fetches = 0
@@ -339,6 +342,9 @@ class PopulationSimulator(Simulator):
         try:
             operation, element = self._read(raw)
             self.requests[operation] += 1
+            if (element.findtext(_q("MaDonVi")) or "") in self.unavailable_agencies:
+                self.injected["unavailable"] += 1
+                return web.Response(body=_OUTAGE_BODY, status=503, content_type="text/html")
             rid.append(element.findtext(_q("MaYeuCau")) or "")
             self.seen_ids[rid[0]] += 1
             self.officers[element.findtext(_q("MaCanBo")) or ""] += 1
