@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from jsonschema import Draft202012Validator
 
 from gateway import faults
@@ -54,6 +56,8 @@ async def test_each_lookup_is_answered_once_on_its_reply_topic(kafka_bootstrap: 
         consulted = await read_until(kafka_bootstrap, run.events, lambda m: len({x["event_id"] for x in m}) == 5)
         assert run.gw is not None and run.gw.store is not None
         rows = await AccessLog(run.gw.store.engine).query(adapter="population_db")
+        retention = await _retention(kafka_bootstrap, reply_topic)
+    assert retention == str(run.settings.replies.retention_ms)  # created by the gateway, short-lived
     assert {k: v["outcome"] for k, v in replies.items()} == {
         str(ids[0]): "match", str(ids[1]): "mismatch", str(ids[2]): "not_found", str(ids[3]): "match",
         str(ids[4]): "invalid",
@@ -113,6 +117,17 @@ async def test_a_fault_at_a_lookup_step_loses_nothing_and_answers_once(
     assert point in faults.fired
     assert {r["source_event_id"]: r["outcome"] for r in got} == {str(i): "match" for i in ids}
     assert len({r["event_id"] for r in got}) == len(ids)  # a repeat is the same reply (same id)
+
+
+async def _retention(bootstrap: str, topic: str) -> str | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    entries = described[0].resources[0][4]
+    return next((str(value) for name, value, *_ in entries if name == "retention.ms"), None)
 
 
 async def _rows(log: AccessLog, n: int) -> bool:
