@@ -280,6 +280,7 @@ class Collector:
         await consumer.start()
         parts = [TopicPartition(self._topics.results, p) for p in range(PARTITIONS)]
         parts.append(TopicPartition(self._topics.dlt, 0))
+        parts += self._more_parts()
         self._parts = parts
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -292,17 +293,24 @@ class Collector:
             for tp, records in batches.items():
                 for r in records:
                     self._next[tp] = r.offset + 1
-                    if tp.topic == self._topics.results:
-                        body = json.loads(r.value)
-                        kind = body["event_type"]
-                        if kind == INPUT_INVALID:
-                            self.invalid.append(body)
-                        elif kind.startswith("gateway."):
-                            self.results.append(body)
-                        else:
-                            self.partner.append((r.value, body))
-                    else:
-                        self.dead.append(r)
+                    self._take(tp, r)
+
+    def _more_parts(self) -> list[TopicPartition]:
+        """Further partitions a subclass reads (a request/reply scenario's reply topic)."""
+        return []
+
+    def _take(self, tp: TopicPartition, r: Any) -> None:
+        if tp.topic == self._topics.results:
+            body = json.loads(r.value)
+            kind = body["event_type"]
+            if kind == INPUT_INVALID:
+                self.invalid.append(body)
+            elif kind.startswith("gateway."):
+                self.results.append(body)
+            else:
+                self.partner.append((r.value, body))
+        else:
+            self.dead.append(r)
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the topics now has been read (after the gateway stopped)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from sqlalchemy import select
 
 from adapters.population_db.mapping import request_id
@@ -101,37 +101,24 @@ def build(sim: PopulationSimulator, reply_topic: str, seed: int = 7) -> Populati
 
 
 class ReplyCollector(Collector):
-    """The partner events and dead-letter topics, and the reply topic."""
+    """The partner events and dead-letter topics, and the reply topic; population.consulted counts as a result
+    (the invariants read each one)."""
 
     def __init__(self, bootstrap: str, topics: _Topics, reply_topic: str, malformed_key: bytes) -> None:
         super().__init__(bootstrap, topics, malformed_key=malformed_key)
         self._reply_topic = reply_topic
         self.replies: list[dict[str, Any]] = []
 
-    async def start(self) -> None:
-        consumer = self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        parts = [TopicPartition(self._topics.results, p) for p in range(PARTITIONS)]
-        parts += [TopicPartition(self._topics.dlt, 0), TopicPartition(self._reply_topic, 0)]
-        self._parts = parts
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        self._task = asyncio.create_task(self._run_all())
+    def _more_parts(self) -> list[TopicPartition]:
+        return [TopicPartition(self._reply_topic, 0)]
 
-    async def _run_all(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for r in records:
-                    self._next[tp] = r.offset + 1
-                    if tp.topic == self._reply_topic:
-                        self.replies.append(json.loads(r.value))
-                    elif tp.topic == self._topics.results:
-                        body = json.loads(r.value)
-                        (self.invalid if body["event_type"] == "gateway.input_invalid" else self.results).append(body)
-                    else:
-                        self.dead.append(r)
+    def _take(self, tp: TopicPartition, r: Any) -> None:
+        if tp.topic == self._reply_topic:
+            self.replies.append(json.loads(r.value))
+        elif tp.topic == self._topics.results and json.loads(r.value)["event_type"] != "gateway.input_invalid":
+            self.results.append(json.loads(r.value))  # population.consulted (the base puts partner events apart)
+        else:
+            super()._take(tp, r)
 
 
 class _PopulationRun:
