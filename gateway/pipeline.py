@@ -462,7 +462,9 @@ class Pipeline:
                 raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
             await self._follow_ups.schedule(self._name, request)
         hit("settle")
-        won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
+        won = await self._settle(
+            Settlement(self._name, str(event.event_id), advance, entries, "synced", access=delivered.access)
+        )
         if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)
             # This very event settled by the other party is a duplicate (one outcome, already decided);
             # otherwise a newer version won and this one is stale.

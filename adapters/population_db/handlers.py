@@ -6,8 +6,9 @@
                      ─▶ database quota ── used up ──▶ PartnerThrottled (the pipeline waits and tries again)
                      ─▶ XacThucThongTinCongDan (verification only) or TraCuuThongTinCongDan (fields allowed)
                      ─▶ reply match / mismatch / not_found, with only the allowed fields
-    every answer: an access-log row (keyed hash of the ID number), the reply (on the request's reply topic only)
-    and population.consulted (no personal data) on the partner events topic.
+    every answer: the reply (on the request's reply topic only), population.consulted (no personal data) on the
+    partner events topic, then an access-log row (keyed hash of the ID number) with the settle; a failed attempt's
+    row is written at once.
 
 Nothing personal leaves these handlers except in the reply: exchanges carry keyed hashes, reasons name rules.
 """
@@ -150,12 +151,16 @@ class PopulationHandlers:
         """A body hash under the access-log key: a plain hash of a body holding an ID number could be tried."""
         return hmac.new(self._key, sha256.encode(), hashlib.sha256).hexdigest() if sha256 else ""
 
-    async def _record(self, event: LookupRequest, subject: str, outcome: LookupOutcome, detail: str | None) -> None:
-        await self._access.record(AccessEntry(
+    def _entry(self, event: LookupRequest, subject: str, outcome: LookupOutcome, detail: str | None) -> AccessEntry:
+        return AccessEntry(
             adapter=self.name, event_id=str(event.event_id), dossier_code=event.dossier_code, subject_hash=subject,
             officer_id=event.officer_id, agency_code=event.agency_code, purpose=event.purpose,
             outcome=outcome.value, requested_at=event.occurred_at.astimezone(UTC), detail=detail,
-        ))
+        )
+
+    async def _record(self, event: LookupRequest, subject: str, outcome: LookupOutcome, detail: str | None) -> None:
+        """A failed attempt's row, now (the pipeline will answer it; a later success updates the row)."""
+        await self._access.record(self._entry(event, subject, outcome, detail))
 
     async def _answer(
         self,
@@ -169,7 +174,6 @@ class PopulationHandlers:
         withheld: tuple[CitizenField, ...] = (),
         exchanges: tuple[Exchange, ...] = (),
     ) -> Delivered:
-        await self._record(event, subject, outcome, reason)
         reply = LookupReply(
             event_id=reply_id(event.event_id), occurred_at=datetime.now(UTC), dossier_code=event.dossier_code,
             correlation_id=event.correlation_id, causation_id=event.event_id, source_event_id=event.event_id,
@@ -178,6 +182,9 @@ class PopulationHandlers:
         key = event.dossier_code.encode()
         return Delivered(
             partner_status=None, partner_answer=outcome.value, exchanges=exchanges,
+            # The row is written in the settle's transaction, after the reply is out: off the reply's path, and
+            # never missing for a request marked done (a crash before the settle redoes both).
+            access=(self._entry(event, subject, outcome, reason),),
             events=(Emitted(reply.model_dump_json(exclude_none=True).encode(), key, topic=event.reply_topic),
                     Emitted(consulted(event, outcome), key)),
         )

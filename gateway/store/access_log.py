@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.faults import hit
@@ -47,6 +47,16 @@ class AccessEntry:
     recorded_at: datetime | None = None
 
 
+def _values(entry: AccessEntry) -> dict[str, Any]:
+    return {
+        "adapter": entry.adapter, "event_id": entry.event_id, "dossier_code": entry.dossier_code,
+        "subject_hash": entry.subject_hash, "officer_id": entry.officer_id, "agency_code": entry.agency_code,
+        "purpose": entry.purpose, "outcome": entry.outcome,
+        "detail": entry.detail[:DETAIL_LEN] if entry.detail else None,
+        "requested_at": entry.requested_at, "recorded_at": entry.recorded_at or datetime.now(UTC),
+    }
+
+
 class AccessLog:
     """The access_log table."""
 
@@ -64,16 +74,10 @@ class AccessLog:
         self._writes: _Batcher[dict[str, Any], None] = _Batcher("access-log", self._write, max_batch)
 
     async def record(self, entry: AccessEntry) -> None:
-        """Write (or, for a request handled again, update) the request's row; returns once it is committed."""
-        values: dict[str, Any] = {
-            "adapter": entry.adapter, "event_id": entry.event_id, "dossier_code": entry.dossier_code,
-            "subject_hash": entry.subject_hash, "officer_id": entry.officer_id, "agency_code": entry.agency_code,
-            "purpose": entry.purpose, "outcome": entry.outcome,
-            "detail": entry.detail[:DETAIL_LEN] if entry.detail else None,
-            "requested_at": entry.requested_at, "recorded_at": entry.recorded_at or datetime.now(UTC),
-        }
+        """Write (or, for a request handled again, update) the request's row; returns once it is committed.
+        (A delivered request's row goes with its settle instead: `Delivered.access`, `write_rows`.)"""
         hit("access_log.record")
-        await self._writes.submit(values)
+        await self._writes.submit(_values(entry))
 
     async def _write(self, batch: list[dict[str, Any]]) -> list[None]:
         latest = {(v["adapter"], v["event_id"]): v for v in batch}  # one request twice in a batch: the last wins
@@ -122,3 +126,13 @@ class AccessLog:
             )
             for r in rows
         ]
+
+
+def write_rows(conn: Connection, entries: list[AccessEntry]) -> None:
+    """Upsert access-log rows on a synchronous connection, inside the caller's transaction (the settle's)."""
+    rows = {(e.adapter, e.event_id): _values(e) for e in entries}  # one request twice: the last wins
+    insert = upsert(conn.dialect.name, access_log)
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["adapter", "event_id"],
+        set_={name: insert.excluded[name] for name in ("outcome", "detail", "recorded_at")},
+    ), list(rows.values()))

@@ -97,7 +97,7 @@ async def test_a_reply_topic_outside_the_prefix_is_refused_as_input(kafka_bootst
     assert sum(run.sim.requests.values()) == 0
 
 
-@pytest.mark.parametrize("point", ["access_log.record", "reply.publish"])
+@pytest.mark.parametrize("point", ["reply.publish", "settle"])
 async def test_a_fault_at_a_lookup_step_loses_nothing_and_answers_once(
     kafka_bootstrap: str, tmp_path: Path, point: str, disarmed: None
 ) -> None:
