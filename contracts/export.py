@@ -12,6 +12,9 @@ from pydantic import TypeAdapter
 
 from contracts import topics
 from contracts.events import DOSSIER_EVENT_ADAPTER, EVENT_TYPES
+from contracts.population import COMMAND_TYPES as POPULATION_COMMAND_TYPES
+from contracts.population import LOOKUP_ADAPTER, REPLY_ADAPTER, PopulationTopicMessage
+from contracts.population import TOPIC_TYPES as POPULATION_TOPIC_TYPES
 from contracts.postal import COMMAND_TYPES as POSTAL_COMMAND_TYPES
 from contracts.postal import EVENT_TYPES as POSTAL_EVENT_TYPES
 from contracts.postal import POSTAL_COMMAND_ADAPTER, PostalTopicMessage
@@ -102,6 +105,29 @@ TAX_EVENTS_DESCRIPTION = (
 )
 
 
+POPULATION_COMMANDS_DESCRIPTION = (
+    "A citizen lookup of the one-stop system for the population database (topic "
+    + topics.commands_topic("population_db") + ", keyed by dossier code; contract 1.5): who asks (officer, agency), "
+    "why (purpose), the ID number, name and date of birth, and where the answer goes (reply_topic, which must start "
+    "with the gateway's reply prefix, default onestop.replies., and correlation_id). Personal data travels only on "
+    "this topic and on the reply topic. Each request is answered once, on its reply topic (population.lookup_reply); "
+    "a record that is not a lookup is answered by gateway.input_invalid on "
+    + topics.partner_events_topic("population_db") + "."
+)
+POPULATION_REPLY_DESCRIPTION = (
+    "The answer to one population.lookup, on the request's reply topic only (contract 1.5), keyed by dossier code: "
+    "match, mismatch (mismatched_fields), not_found, refused (purpose policy or rate limit), invalid (the request's "
+    "ID number, name or date of birth cannot be right; the database was not asked) or failure; citizen carries only "
+    "the fields the purpose allows. Reply topics are created with a short retention (replies.retention_ms)."
+)
+POPULATION_EVENTS_DESCRIPTION = (
+    "Every message the gateway publishes on " + topics.partner_events_topic("population_db") + " (contract 1.5): "
+    "population.consulted (that a dossier consulted the population database: purpose, outcome, agency; never an ID "
+    "number, name or date of birth; one per answered lookup, id derived from the request) or gateway.input_invalid "
+    "(the answer to a record on the lookup topic that is not a lookup). Readers skip event types they do not know."
+)
+
+
 def _union(
     adapter: TypeAdapter[Any], name: str, title: str, types: tuple[str, ...], description: str
 ) -> dict[str, Any]:
@@ -175,6 +201,17 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             TAX_COMMAND_ADAPTER, "tax-command.v1.json", "TaxCommand", TAX_COMMAND_TYPES, TAX_COMMANDS_DESCRIPTION
         ),
         "tax-event.v1.json": tax_events,
+        "population-lookup.v1.json": _union(
+            LOOKUP_ADAPTER, "population-lookup.v1.json", "PopulationLookup", POPULATION_COMMAND_TYPES,
+            POPULATION_COMMANDS_DESCRIPTION,
+        ),
+        "population-reply.v1.json": _with_header(
+            REPLY_ADAPTER.json_schema(mode="validation"), "population-reply.v1.json", POPULATION_REPLY_DESCRIPTION
+        ),
+        "population-event.v1.json": _union(
+            TypeAdapter(PopulationTopicMessage), "population-event.v1.json", "PopulationTopicMessage",
+            POPULATION_TOPIC_TYPES, POPULATION_EVENTS_DESCRIPTION,
+        ),
         "dossier-event.v1.json": event,
         "sync-result.v1.json": result,
         "sync-result.v1.1.json": union,
@@ -220,7 +257,7 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.4.0",
+            "version": "1.5.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
             "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
             "every input record that is not a dossier event is answered on the results topic too "
@@ -232,7 +269,10 @@ def asyncapi() -> dict[str, Any]:
             "1.4 (minor: every new field optional, 1.0-1.3 dossier events stay valid) lets the dossier snapshot carry "
             "what the national service index scores: submission date and place, refusal date, the applicant's "
             "identity and VNeID authentication, online payment, national databases consulted, per submitted "
-            "document its download link and digitisation marks, per fee its kind and collection form.",
+            "document its download link and digitisation marks, per fee its kind and collection form. "
+            "1.5 adds the population database: citizen lookups (request/reply: each answered once on the reply "
+            "topic the request names) and population.consulted; the SOAP side is "
+            "contracts/population/population.v1.wsdl.",
         },
         "defaultContentType": "application/json",
         "channels": {
@@ -255,6 +295,22 @@ def asyncapi() -> dict[str, Any]:
             "taxEvents": {
                 "address": topics.partner_events_topic("tax"),
                 "messages": {"taxMessage": {"$ref": "#/components/messages/TaxMessage"}},
+            },
+            "populationLookups": {
+                "address": topics.commands_topic("population_db"),
+                "messages": {"populationLookup": {"$ref": "#/components/messages/PopulationLookup"}},
+            },
+            "populationReplies": {
+                "address": "{reply_topic}",
+                "parameters": {"reply_topic": {
+                    "description": "The request's reply_topic (it must start with the gateway's reply prefix, "
+                    "default onestop.replies.)",
+                }},
+                "messages": {"populationReply": {"$ref": "#/components/messages/PopulationReply"}},
+            },
+            "populationEvents": {
+                "address": topics.partner_events_topic("population_db"),
+                "messages": {"populationMessage": {"$ref": "#/components/messages/PopulationMessage"}},
             },
             "syncResults": {
                 "address": topics.SYNC_RESULTS,
@@ -288,6 +344,22 @@ def asyncapi() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/taxEvents"},
                 "summary": "The gateway answers each tax command and reports what the tax office says about each "
                 "dossier (receipt, notices, payment) and when its follow-up gives up.",
+            },
+            "consumePopulationLookups": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/populationLookups"},
+                "summary": "The gateway consumes citizen lookups for the population database.",
+            },
+            "replyPopulationLookups": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/populationReplies"},
+                "summary": "The gateway answers each lookup once, on the reply topic the request names.",
+            },
+            "publishPopulationEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/populationEvents"},
+                "summary": "The gateway reports that a dossier consulted the population database (no personal "
+                "data), and answers records on the lookup topic that are not lookups.",
             },
             "consumeDossierEvents": {
                 "action": "receive",
@@ -335,6 +407,37 @@ def asyncapi() -> dict[str, Any]:
                     "examples": [
                         {"name": name, "summary": f"contracts/examples/tax/events/{name}.json", "payload": payload}
                         for name, payload in examples("tax/events").items()
+                    ],
+                },
+                "PopulationLookup": {
+                    "name": "PopulationLookup",
+                    "bindings": {"kafka": {"key": key}},
+                    "payload": {"$ref": "./schemas/population-lookup.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/population_db/{name}.json", "payload": payload}
+                        for name, payload in examples("population_db").items()
+                    ],
+                },
+                "PopulationReply": {
+                    "name": "PopulationReply",
+                    "bindings": {"kafka": {"key": key}},
+                    "payload": {"$ref": "./schemas/population-reply.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/population_db/replies/{name}.json",
+                         "payload": payload}
+                        for name, payload in examples("population_db/replies").items()
+                    ],
+                },
+                "PopulationMessage": {
+                    "name": "PopulationMessage",
+                    "summary": "That a dossier consulted the population database, or the answer to an unreadable "
+                    "lookup.",
+                    "bindings": {"kafka": {"key": invalid_key}},
+                    "payload": {"$ref": "./schemas/population-event.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/population_db/events/{name}.json",
+                         "payload": payload}
+                        for name, payload in examples("population_db/events").items()
                     ],
                 },
                 "DossierEvent": {

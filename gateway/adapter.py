@@ -48,6 +48,9 @@ class Emitted:
 
     value: bytes
     key: bytes
+    topic: str | None = None
+    """None: the adapter's events topic. Else the one topic the flow answers the input on (a request's reply
+    topic, gateway.delivery.flows.answer_topic); the pipeline refuses any other."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class Delivered:
     """What the partner calls the effect (e.g. an order number), repeated in a command's answer."""
     follow_ups: tuple[FollowUpRequest, ...] = field(default=())
     """Come back later (gateway.followups): scheduled, idempotently, before the input is marked done."""
+    access: tuple[Any, ...] = field(default=())
+    """Access-log rows (gateway.store.access_log.AccessEntry) written in the settle's own transaction."""
 
 
 class Adapter(Protocol):

@@ -17,6 +17,7 @@ from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
 from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.delivery.flows import ReactionFlow
+from gateway.delivery.replies import ReplyTopicPublisher
 from gateway.feeds.poller import FeedPoller, default_holder
 from gateway.followups.runner import FollowUpRunner
 from gateway.http_server import OperatorServer
@@ -35,7 +36,7 @@ from gateway.plugins import (
 from gateway.retry_topics import build_tiers, due_at
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
-from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher, broker_producer
+from gateway.runtime.publisher import BrokerPublisher, ProducerPublisher, Publisher, broker_producer
 from gateway.runtime.tuning import settle_heap
 from gateway.settings import GatewaySettings
 from gateway.store import LadderChanged, Store, open_store, reconcile_ladder
@@ -179,6 +180,21 @@ def _pause_on_open(runtime: AdapterRuntime, metrics: GatewayMetrics) -> Callable
     return on_change
 
 
+def _replying(flow: Any, results: Publisher, settings: GatewaySettings) -> Publisher:
+    """The results publisher of a request/reply flow creates each reply topic (short retention) on first use."""
+    if getattr(flow, "answer_topic", None) is None:
+        return results
+    replies = settings.replies
+
+    async def ensure(topic: str) -> None:
+        await ensure_topics(
+            settings.kafka.bootstrap_servers or "", {topic: replies.partitions}, settings.kafka.replication_factor,
+            configs={topic: {"retention.ms": str(replies.retention_ms)}}, **security_options(settings.kafka),
+        )
+
+    return ReplyTopicPublisher(results, prefix=replies.topic_prefix, ensure=ensure)
+
+
 async def start_gateway(
     settings: GatewaySettings, *, serve_http: bool = True, adapter_settings: Mapping[str, Any] | None = None
 ) -> Gateway:
@@ -226,7 +242,7 @@ async def start_gateway(
         parts_of = {
             name: plugins[name].build(BuildContext(
                 metrics, outputs[name], settings.concurrency.max_in_flight, (adapter_settings or {}).get(name),
-                store=store,
+                store=store, reply_prefix=settings.replies.topic_prefix,
             ))
             for name in settings.adapters
         }
@@ -276,7 +292,8 @@ async def start_gateway(
             )
             await client.start()
             pipeline = Pipeline(
-                adapter, publisher=publisher, results=results, committer=store.committer, parking=store.parking,
+                adapter, publisher=publisher, results=_replying(parts.flow, results, settings),
+                committer=store.committer, parking=store.parking,
                 tiers=ladders[name], breaker=breaker, metrics=metrics,
                 retry=settings.retry, results_topic=outputs[name], max_message_bytes=settings.kafka.max_message_bytes,
                 max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes, flow=parts.flow,

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gateway import cli_index
+from gateway.cli_audit import audit_app
 from gateway.cli_contracts import contracts_app
 from gateway.cli_ops import dlq_app, ledger_app, trace
 from gateway.logging import configure_logging
@@ -132,3 +133,4 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(contracts_app, name="contracts")
 app.command("trace")(trace)
 app.command("index")(cli_index.index)
+app.add_typer(audit_app, name="audit")

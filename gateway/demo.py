@@ -39,7 +39,7 @@ from adapters.postal.simulator import PostalSimulator
 from adapters.tax.simulator import TaxSimulator
 from contracts.events import ProcessingStepDone, Rated
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
-from gateway import demo_postal, demo_tax
+from gateway import demo_population, demo_postal, demo_tax
 from gateway.bootstrap import Gateway, start_gateway
 from gateway.demo_postal import PostalReport, PostalWatcher
 from gateway.demo_tax import TaxReport, TaxWatcher
@@ -51,7 +51,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.plugins import input_topic, output_topic
 from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, KafkaSettings
 
-ADAPTERS = ["national_portal", "postal", "tax"]
+ADAPTERS = ["national_portal", "postal", "tax", "population_db"]
 # Orders progress every demo_postal.TICK_S: poll the tracking feed about as often, so a final state reaches the
 # topic within a second, and come back fast after an injected error (production polls every 5 s).
 DEMO_FEEDS = FeedSettings(interval_s=0.5, backoff_initial_s=0.2, backoff_max_s=2.0)
@@ -81,6 +81,8 @@ class DemoReport:
     """The postal adapter's part: its own `lost`, `converged` (the figures above are the portal's)."""
     tax: TaxReport = field(default_factory=TaxReport)
     """The tax adapter's part: its own `lost`, `converged`, `second_submissions`."""
+    population: demo_population.PopulationReport = field(default_factory=demo_population.PopulationReport)
+    """The population database's part: lookups answered, refused (policy, rate limit), `lost`."""
 
 
 def _without_facts(record: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +235,7 @@ async def run_demo(
     bootstrap = await asyncio.to_thread(broker.start)
     sim = PortalSimulator(latency_ms=portal_latency_ms, error_rate=portal_error_rate, seed=seed)
     post = demo_postal.simulator(seed)
+    population = demo_population.simulator(seed)
     tax_sim: TaxSimulator | None = None
     gw: Gateway | None = None
     watcher: ResultWatcher | None = None
@@ -245,6 +248,7 @@ async def run_demo(
         portal_url = await sim.start()
         postal_url = await post.start()
         await tax_office.start()
+        await population.start()
         settings = GatewaySettings(
             adapters=ADAPTERS,
             database_url=database_url or f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
@@ -259,6 +263,7 @@ async def run_demo(
         supplied = {
             "national_portal": portal, "postal": demo_postal.settings(postal_url),
             "tax": demo_tax.settings(tax_office, keys),
+            "population_db": demo_population.settings(population),
         }
         gw = await start_gateway(settings, adapter_settings=supplied)
         commands_topic = input_topic("postal", settings.topics)
@@ -289,6 +294,9 @@ async def run_demo(
                 dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
                 _Postal(post, postal_watcher, commands_topic), _Tax(tax_office, tax_watcher, tax_commands_topic),
             )
+            report.population = await demo_population.run(
+                bootstrap, input_topic("population_db", settings.topics), population, seed
+            )
             _print_summary(console, report)
             if report_file is not None:
                 report_file.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")  # noqa: ASYNC240
@@ -310,6 +318,7 @@ async def run_demo(
         if tax_sim is not None:
             await tax_sim.stop()
         await post.stop()
+        await population.stop()
         await sim.stop()
         await asyncio.to_thread(broker.stop)
         shutil.rmtree(keys_dir, ignore_errors=True)
@@ -321,6 +330,7 @@ def _succeeded(report: DemoReport) -> bool:
         report.converged and report.lost == 0
         and postal.converged and postal.lost == 0 and not postal.second_effects
         and tax.converged and tax.lost == 0 and not tax.second_submissions
+        and report.population.converged and not report.population.addresses_leaked
     )
 
 
@@ -445,6 +455,7 @@ def _print_summary(console: Console, report: DemoReport) -> None:
     console.print(table)
     _print_postal(console, report.postal)
     demo_tax.print_report(console, report.tax)
+    demo_population.print_report(console, report.population)
 
 
 def _print_postal(console: Console, postal: PostalReport) -> None:

@@ -71,6 +71,10 @@ POINTS: tuple[str, ...] = (
     # (gateway.store.facts), written by a reaction to their events before it is marked done.
     "service_index.record",
     "facts.record",
+    # Request/reply (gateway.delivery.flows.RequestReplyFlow): the access-log row, then the reply on the topic
+    # the request names (before the settle, like partner events), then the settle.
+    "access_log.record",  # before the access-log row of a lookup is written (gateway.store.access_log)
+    "reply.publish",  # before a delivered request's reply is published on its reply topic
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

@@ -51,7 +51,7 @@ from gateway.dead_letters import (
     dead_letter_headers,
     fit,
 )
-from gateway.delivery.flows import LIFECYCLE, Flow
+from gateway.delivery.flows import LIFECYCLE, Flow, answer_topic, dead_letter_value
 from gateway.delivery.flows import sync_result as sync_result  # re-exported: tests and tools import it here
 from gateway.errors import (
     GatewayError,
@@ -448,6 +448,12 @@ class Pipeline:
         # delivers the input again, the partner answers the same key the same way, and the events go out
         # again under the same ids (readers de-duplicate). After the mark there would be nothing to redo it.
         for emitted in delivered.events:
+            if emitted.topic is not None:  # a request's reply: only ever to the topic the flow answers it on
+                if emitted.topic != answer_topic(self._flow, event):
+                    raise RuntimeError(f"{self._name} emitted to a topic its flow does not answer this input on")
+                hit("reply.publish")
+                await self._results.publish(emitted.topic, emitted.value, key=emitted.key)
+                continue
             hit("partner_events.publish")
             await self._results.publish(self._events_topic, emitted.value, key=emitted.key)
         # Likewise what the gateway must come back for: scheduling is idempotent per key ("followup.schedule").
@@ -456,7 +462,9 @@ class Pipeline:
                 raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
             await self._follow_ups.schedule(self._name, request)
         hit("settle")
-        won = await self._settle(Settlement(self._name, str(event.event_id), advance, entries, "synced"))
+        won = await self._settle(
+            Settlement(self._name, str(event.event_id), advance, entries, "synced", access=delivered.access)
+        )
         if not won:  # someone synced this version or a newer one meanwhile (a rebalance overlap, two copies)
             # This very event settled by the other party is a duplicate (one outcome, already decided);
             # otherwise a newer version won and this one is stale.
@@ -550,12 +558,14 @@ class Pipeline:
         self._metrics.ledger_write.observe(time.perf_counter() - started)
         return won
 
-    async def _report(self, event: Message, result: bytes, point: str) -> None:
-        """Publish the answer to an input (sync or command result), keyed by its dossier; `point` names the step."""
-        if not self._flow.answers:
+    async def _report(self, event: Message, result: bytes | None, point: str) -> None:
+        """Publish the answer to an input (sync or command result), keyed by its dossier; `point` names the step.
+        None: the flow has nothing to add (a request/reply delivery published its reply itself)."""
+        if result is None or not self._flow.answers:
             return
         hit(point)
-        await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
+        topic = answer_topic(self._flow, event) or self._results_topic
+        await self._results.publish(topic, result, key=event.dossier_code.encode())
 
     async def _invalid(self, origin: InboundRecord, exc: InvalidMessage, attempts: int) -> None:
         """Input that is not a dossier event: answer it (outcome invalid), then dead-letter it; the consumer then
@@ -574,7 +584,7 @@ class Pipeline:
         scope = self._scope_of(record)
         if scope:
             headers[SCOPE_HEADER] = scope
-        value = fit(record.value, headers, self._max_dead_letter_bytes)
+        value = fit(dead_letter_value(self._flow, record.value), headers, self._max_dead_letter_bytes)
         hit(point)
         await self._publisher.publish(topic, value, key=record.key, headers=headers)
         error_class = type(failure.error).__name__

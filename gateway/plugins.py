@@ -52,7 +52,10 @@ class BuildContext:
     settings: Any | None = None
     """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
     store: Any | None = None
-    """The process's store (gateway.store.Store), for adapters that keep state of their own (facts, index rows)."""
+    """The process's store (gateway.store.Store), for adapters that keep state of their own (facts, index rows,
+    an access log)."""
+    reply_prefix: str = "onestop.replies."
+    """What every reply topic a request names must start with (settings.replies.topic_prefix)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,6 +330,23 @@ class FollowUpSettings(_Section):
         return self
 
 
+class ReplySettings(_Section):
+    """Reply topics of request/reply adapters (the population database): a request names its reply topic, which
+    must start with `topic_prefix` (so a request cannot make the gateway write to any other topic). The gateway
+    creates a missing reply topic on its first reply, with `partitions` and a short retention: a reply carries
+    personal data and is read at once."""
+
+    topic_prefix: str = Field(
+        default="onestop.replies.", pattern=r"^[A-Za-z0-9._-]{3,100}$",
+        description="every reply topic a request names must start with this",
+    )
+    retention_ms: int = Field(
+        default=3_600_000, ge=60_000, le=7 * 86_400_000,
+        description="retention.ms of the reply topics the gateway creates (default 1 h)",
+    )
+    partitions: int = Field(default=1, ge=1, le=100, description="partitions of a reply topic the gateway creates")
+
+
 class GatewaySettings(BaseSettings):
     """Everything the composition root needs; nested keys use `__` in env (GATEWAY_KAFKA__BOOTSTRAP_SERVERS)."""
 
@@ -346,6 +363,7 @@ class GatewaySettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     feeds: FeedSettings = FeedSettings()
     followups: FollowUpSettings = FollowUpSettings()
+    replies: ReplySettings = ReplySettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 
     @field_validator("adapters")

@@ -6,6 +6,8 @@ parse an input, whether inputs carry a per-dossier version, and how to word the 
   beside the partner events the command caused
 - reactions: another partner's events → no answer of their own; only the events the reaction causes, on the
   reacting adapter's events topic (a payment confirmed → the tax office told the obligation is paid)
+- request/reply: requests that name their reply topic and correlation id → one reply per request, on that topic
+  only (the delivery publishes it before the settle; the pipeline words only the failures)
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class Flow(Protocol):
         partner_answer: str | None = None,
         partner_reference: str | None = None,
         reason: str | None = None,
-    ) -> bytes:
-        """The answer to one input as JSON; the same (adapter, input, outcome) always gives the same event_id."""
+    ) -> bytes | None:
+        """The answer to one input as JSON; the same (adapter, input, outcome) always gives the same event_id.
+        None: nothing to publish (a request/reply delivery published its reply itself)."""
         ...
 
 
@@ -190,3 +193,76 @@ class ReactionFlow:
 
 
 LIFECYCLE = LifecycleFlow()
+
+
+class RequestReplyFlow:
+    """Requests that name where their answer goes: `reply_topic` (which must start with the configured prefix, so
+    a request cannot make the gateway write anywhere else) and `correlation_id`. Read from the partner's own
+    commands topic. A delivered request's reply is published by the delivery itself, before the settle
+    (`Emitted.topic` = the reply topic): the pipeline marks a request done only once its reply is on the topic,
+    and nothing of the reply is stored, so nothing could re-publish it later. The pipeline words only the
+    failures (`failure_reply`), also on the reply topic; dead letters keep only what `redact` leaves of the
+    request (its personal fields must not outlive the request topic's retention)."""
+
+    kind = "commands"
+    answers = True
+    __slots__ = ("_failure_reply", "_parser", "prefix", "redact")
+
+    def __init__(
+        self,
+        parser: Callable[[bytes], Any],
+        *,
+        failure_reply: Callable[[str, Any, str, int, str | None], bytes],
+        redact: Callable[[bytes], bytes],
+        reply_prefix: str,
+    ) -> None:
+        if not reply_prefix:
+            raise ValueError("a request/reply flow needs a reply topic prefix")
+        self._parser = parser
+        self._failure_reply = failure_reply
+        self.redact = redact
+        self.prefix = reply_prefix
+
+    def parse(self, raw: bytes) -> Any:
+        message = self._parser(raw)
+        if not str(message.reply_topic).startswith(self.prefix):
+            # Raised as the pipeline's own InvalidMessage so the reason survives (decode keeps it as is).
+            from gateway.errors import InvalidMessage
+
+            raise InvalidMessage(f"reply_topic: must start with {self.prefix!r}")
+        return message
+
+    def version(self, message: Any) -> int | None:
+        return None
+
+    def answer_topic(self, message: Any) -> str:
+        """Where every answer to `message` goes: the reply topic it names (checked by `parse`)."""
+        return str(message.reply_topic)
+
+    def answer(
+        self,
+        adapter: str,
+        message: Any,
+        outcome: SyncOutcome,
+        attempts: int,
+        *,
+        partner_status: int | None = None,
+        partner_answer: str | None = None,
+        partner_reference: str | None = None,
+        reason: str | None = None,
+    ) -> bytes | None:
+        if outcome is SyncOutcome.SYNCED:
+            return None  # the delivery published the reply before the settle
+        return self._failure_reply(adapter, message, outcome.value, attempts, reason)
+
+
+def answer_topic(flow: Flow, message: Any) -> str | None:
+    """The topic a flow wants `message`'s answers on, if the flow decides it (request/reply); None: the pipeline's."""
+    chooser: Callable[[Any], str] | None = getattr(flow, "answer_topic", None)
+    return chooser(message) if chooser is not None else None
+
+
+def dead_letter_value(flow: Flow, raw: bytes) -> bytes:
+    """What a dead letter keeps of an input: all of it, unless the flow redacts (request/reply: personal data)."""
+    redact: Callable[[bytes], bytes] | None = getattr(flow, "redact", None)
+    return redact(raw) if redact is not None else raw

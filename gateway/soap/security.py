@@ -1,11 +1,17 @@
-"""WS-Security UsernameToken for zeep's `wsse=`, built from settings; the password stays a SecretStr."""
+"""Credentials on SOAP requests: WS-Security UsernameToken for zeep's `wsse=`, and the national data exchange
+platform's HTTP Basic digest (a zeep plugin); passwords and secrets stay SecretStr."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 from lxml import etree
 from pydantic import SecretStr
+from zeep import Plugin
 from zeep.wsse.username import UsernameToken
 
 
@@ -52,3 +58,34 @@ class UsernameTokenHeader:
 def username_token(username: str, password: SecretStr, *, use_digest: bool = False) -> UsernameTokenHeader:
     """The `wsse=` of gateway.soap.client.build_client from an adapter's settings fields."""
     return UsernameTokenHeader(username, password, use_digest=use_digest)
+
+
+def ndxp_signature(url: str, username: str, timestamp: str, secret: SecretStr) -> str:
+    """The national data exchange platform's password: hex SHA-256 of url + username + timestamp + secret."""
+    material = f"{url}{username}{timestamp}{secret.get_secret_value()}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+class NdxpBasicAuth(Plugin):  # zeep is untyped: Plugin is Any to mypy
+    """HTTP Basic as NDXP asks it: `username:SHA256(url + username + timestamp + secret)`, with the timestamp
+    (Unix milliseconds) in a `Timestamp` header. A fresh timestamp per request, so a captured header is good only
+    as long as the platform's clock window; the secret is unwrapped only while the digest is computed."""
+
+    def __init__(self, url: str, username: str, secret: SecretStr, *, clock: Callable[[], float] = time.time) -> None:
+        if not username:
+            raise ValueError("NDXP username must not be empty")
+        self._url = url
+        self._username = username
+        self._secret = secret
+        self._clock = clock
+
+    def egress(
+        self, envelope: etree._Element, http_headers: dict[str, str], operation: Any, binding_options: Any
+    ) -> tuple[etree._Element, dict[str, str]]:
+        timestamp = str(int(self._clock() * 1000))
+        password = ndxp_signature(self._url, self._username, timestamp, self._secret)
+        token = base64.b64encode(f"{self._username}:{password}".encode()).decode("ascii")
+        headers = dict(http_headers)
+        headers["Authorization"] = f"Basic {token}"
+        headers["Timestamp"] = timestamp
+        return envelope, headers

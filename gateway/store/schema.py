@@ -241,3 +241,31 @@ service_index_dossiers = Table(
     Column("max_sync_delay_s", BigInteger, nullable=True),  # the longest event → portal delay of a synced version
     Index("ix_service_index_dossiers_received_at", "received_at"),
 )
+
+# Access log of personal-data lookups (Decree 13/2023): who looked up whom, why, when, and what came of it. The
+# looked-up person appears only as a keyed hash (HMAC-SHA256 with a configured key) of their ID number, so an
+# auditor holding the key can find every lookup of one person and nobody else can tell who it was. One row per
+# request (adapter, event_id): a request handled again after a fault updates its row.
+ACCESS_CODE_LEN = 50
+ACCESS_PURPOSE_LEN = 50
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("adapter", String(ADAPTER_LEN), nullable=False),
+    Column("event_id", String(EVENT_ID_LEN), nullable=False),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), nullable=False),
+    Column("subject_hash", String(HASH_LEN), nullable=False),
+    Column("officer_id", String(ACCESS_CODE_LEN), nullable=False),
+    Column("agency_code", String(ACCESS_CODE_LEN), nullable=False),
+    Column("purpose", String(ACCESS_PURPOSE_LEN), nullable=False),
+    Column("outcome", String(OUTCOME_LEN), nullable=False),
+    Column("detail", String(DETAIL_LEN), nullable=True),  # the gateway's own reason (never the partner's text)
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("adapter", "event_id", name="uq_access_log_adapter_event_id"),
+    Index("ix_access_log_subject_hash", "subject_hash"),
+    Index("ix_access_log_officer_id_recorded_at", "officer_id", "recorded_at"),
+    Index("ix_access_log_agency_code_recorded_at", "agency_code", "recorded_at"),
+    Index("ix_access_log_recorded_at", "recorded_at"),
+)

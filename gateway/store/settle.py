@@ -48,6 +48,7 @@ class Settlement:
     advance: Advance | None = None
     ledger: tuple[ExchangeEntry, ...] = field(default=())
     processed_outcome: str | None = None  # None: do not mark (dead letters stay replayable)
+    access: tuple[Any, ...] = field(default=())  # access-log rows (gateway.store.access_log), same transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +313,11 @@ def _persist(
     if marks:
         conn.execute(mark_statement(conn.dialect.name), marks)
     records = append_rows(conn, [entry for s in batch for entry in s.ledger], head)
+    access = [entry for s in batch for entry in s.access]
+    if access:
+        from gateway.store.access_log import write_rows  # (it imports this module)
+
+        write_rows(conn, access)
     return results, LedgerHead.after(records) if records else head
 
 

@@ -3,6 +3,7 @@ follow-ups' answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -19,20 +20,51 @@ from tests.contract.adapter_contract import (
 )
 from tests.integration.postal_harness import read_until
 
+# Output topics whose inputs are also answered elsewhere: a request/reply adapter answers each input on the reply
+# topic the input names (its contract registers them here, by the start of its output topics' names).
+REPLY_TOPICS: dict[str, tuple[str, ...]] = {}
+
+
+def _replies_of(topic: str) -> tuple[str, ...]:
+    return next((found for start, found in REPLY_TOPICS.items() if topic.startswith(start)), ())
+
 
 async def read_output(
     bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout_s: float = 60.0
 ) -> list[dict[str, Any]]:
     """The topic's messages, decoded, read from its beginning until `done(messages)` holds; fails the test if it
-    does not within `timeout_s`."""
+    does not within `timeout_s`. With reply topics registered for it, their messages count as the topic's."""
+    replies = _replies_of(topic)
+    if replies:
+        return await _read_with_replies(bootstrap, topic, replies, done, timeout_s)
     messages = await read_until(bootstrap, topic, done, timeout_s=timeout_s)
     assert done(messages), f"{topic}: still not there after {timeout_s:g} s ({len(messages)} messages)"
     return messages
 
 
+async def _read_with_replies(
+    bootstrap: str, topic: str, replies: tuple[str, ...], done: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    messages: list[dict[str, Any]] = []
+    while loop.time() < deadline:
+        messages = []
+        for name in (topic, *replies):
+            messages += await read_until(bootstrap, name, lambda _: False, timeout_s=1.0)
+        if done(messages):
+            return messages
+    assert done(messages), f"{topic} and its reply topics: still not there after {timeout_s:g} s"
+    return messages
+
+
 async def read_everything(bootstrap: str, topic: str, *, for_s: float = 2.0) -> list[dict[str, Any]]:
-    """Every message on the topic now (read for `for_s`)."""
-    return await read_until(bootstrap, topic, lambda _: False, timeout_s=for_s)
+    """Every message on the topic now (read for `for_s`), and on its registered reply topics."""
+    messages = await read_until(bootstrap, topic, lambda _: False, timeout_s=for_s)
+    for name in _replies_of(topic):
+        messages += await read_until(bootstrap, name, lambda _: False, timeout_s=for_s)
+    return messages
 
 
 def answers(contract: AdapterContract, messages: Iterable[Mapping[str, Any]]) -> list[Answer]:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.contract.adapter_contract import AdapterContract
 from tests.contract.national_portal import NationalPortalContract
+from tests.contract.population_db import PopulationContract
 from tests.contract.postal import PostalContract
 from tests.contract.tax import TaxContract
 
@@ -20,6 +21,7 @@ CONTRACTS: dict[str, Callable[[], AdapterContract]] = {
     "national_portal": NationalPortalContract,
     "postal": PostalContract,
     "tax": TaxContract,
+    "population_db": PopulationContract,
 }
 WITH_FEEDS = sorted(name for name, make in CONTRACTS.items() if make().feeds)
 WITH_FOLLOW_UPS = sorted(name for name, make in CONTRACTS.items() if make().follow_ups)

@@ -82,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = "national_portal"
 POSTAL = "postal"
 TAX = "tax"
-SCENARIOS: tuple[str, ...] = ("portal", "postal", "tax")
+SCENARIOS: tuple[str, ...] = ("portal", "postal", "tax", "population")
 TIERS_S = [0.5, 1.5]
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 3000  # a crashed member's partitions move after 1.5x this on the embedded broker
@@ -98,6 +98,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         # No follow-ups either: the tax scenario has them.
         "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
         "followup.complete", "followup.reschedule",
+        # Request/reply (the population database): its own scenario (tests/faults/population.py).
+        "access_log.record", "reply.publish",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
         # No other partner's events reach the portal in this scenario.
@@ -143,7 +145,29 @@ _TAX_POINTS: tuple[str, ...] = (
     "followup.complete",
     "followup.reschedule",
 )
-MATRIX_POINTS: dict[str, tuple[str, ...]] = {"portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS, "tax": _TAX_POINTS}
+_POPULATION_POINTS: tuple[str, ...] = (
+    # A lookup's steps (request/reply: the access-log row, the reply on the request's reply topic and the
+    # population.consulted event before the settle; failures answered on the reply topic). Its outage ends in
+    # the first tier; a redelivered lookup is answered by nothing new (its reply went out before the settle).
+    "partner.call",
+    "partner.answered",
+    "access_log.record",
+    "reply.publish",
+    "partner_events.publish",
+    "settle",
+    "ledger.append.tier",
+    "ledger.append.failed",
+    "result.publish.failed",
+    "parking.park.first",
+    "copy.publish.first",
+    "parking.release.delivered",
+    "result.publish.malformed",
+    "dead_letter.publish.malformed",
+    "dead_letter.publish.failed",
+    "offset.commit",
+)
+MATRIX_POINTS: dict[str, tuple[str, ...]] = {"portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS, "tax": _TAX_POINTS,
+                                             "population": _POPULATION_POINTS}
 # Which hit of a point a case arms, where not the first. The 7th partner answer of the postal scenario is the
 # `heal` dossier's cancel (its line, held in the first tier, ends last): a fault after the service applied a
 # cancel. The first would be a create, whose repeat `settle` and `partner_events.publish` inject already.
@@ -260,6 +284,7 @@ class Collector:
         await consumer.start()
         parts = [TopicPartition(self._topics.results, p) for p in range(PARTITIONS)]
         parts.append(TopicPartition(self._topics.dlt, 0))
+        parts += self._more_parts()
         self._parts = parts
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -272,17 +297,24 @@ class Collector:
             for tp, records in batches.items():
                 for r in records:
                     self._next[tp] = r.offset + 1
-                    if tp.topic == self._topics.results:
-                        body = json.loads(r.value)
-                        kind = body["event_type"]
-                        if kind == INPUT_INVALID:
-                            self.invalid.append(body)
-                        elif kind.startswith("gateway."):
-                            self.results.append(body)
-                        else:
-                            self.partner.append((r.value, body))
-                    else:
-                        self.dead.append(r)
+                    self._take(tp, r)
+
+    def _more_parts(self) -> list[TopicPartition]:
+        """Further partitions a subclass reads (a request/reply scenario's reply topic)."""
+        return []
+
+    def _take(self, tp: TopicPartition, r: Any) -> None:
+        if tp.topic == self._topics.results:
+            body = json.loads(r.value)
+            kind = body["event_type"]
+            if kind == INPUT_INVALID:
+                self.invalid.append(body)
+            elif kind.startswith("gateway."):
+                self.results.append(body)
+            else:
+                self.partner.append((r.value, body))
+        else:
+            self.dead.append(r)
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the topics now has been read (after the gateway stopped)."""
@@ -411,6 +443,10 @@ async def run_case(case: Case, bootstrap: str, database_url: str, workdir: Path)
         return await _run_postal_case(case, bootstrap, database_url, workdir)
     if case.scenario == "tax":
         return await _run_tax_case(case, bootstrap, database_url, workdir)
+    if case.scenario == "population":  # (its module imports this one)
+        from tests.faults.population import run_population_case
+
+        return await run_population_case(case, bootstrap, database_url, workdir)
     if case.scenario != "portal":
         raise ValueError(f"unknown scenario {case.scenario!r}; known: {', '.join(SCENARIOS)}")
     return await _run_portal_case(case, bootstrap, database_url, workdir)

@@ -1,0 +1,92 @@
+"""Who may look up what: the purpose policy (which fields a purpose allows) and the rate limits (per officer, per
+agency, and toward the database's quota), on the `limits` library's moving windows.
+
+The limits are per gateway process (in-memory windows): with several processes, set each to its share, or give
+`limits` a shared storage (its Redis/Memcached storages take the same calls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from contracts.population import CitizenField
+
+_REMEMBERED: Final = 100_000  # requests admitted lately: a retry of one is not counted again
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy says of one request: refused (with the reason), or the fields it may get."""
+
+    refused: str | None
+    give: frozenset[CitizenField] = frozenset()
+    withheld: tuple[CitizenField, ...] = ()
+
+
+class PurposePolicy:
+    """Per purpose, the fields beyond match/mismatch an answer may carry. A purpose listed with no fields (and an
+    unlisted one, unless `refuse_unlisted`) gets verification only; a refused purpose gets nothing."""
+
+    def __init__(
+        self, allowed: Mapping[str, Iterable[CitizenField]], *, refused: Iterable[str] = (), refuse_unlisted: bool
+    ) -> None:
+        self._allowed = {purpose: frozenset(fields) for purpose, fields in allowed.items()}
+        self._refused = frozenset(refused)
+        self._refuse_unlisted = refuse_unlisted
+
+    def decide(self, purpose: str, wanted: Iterable[CitizenField]) -> Decision:
+        if purpose in self._refused:
+            return Decision(refused=f"purpose {purpose} is not permitted to consult the population database")
+        if purpose not in self._allowed and self._refuse_unlisted:
+            return Decision(refused=f"purpose {purpose} is not in the purpose policy")
+        allowed = self._allowed.get(purpose, frozenset())
+        asked = tuple(dict.fromkeys(wanted))
+        return Decision(
+            refused=None, give=frozenset(f for f in asked if f in allowed),
+            withheld=tuple(f for f in asked if f not in allowed),
+        )
+
+
+class RateLimits:
+    """Per officer and per agency (abuse protection: over it, a request is refused) and toward the database's
+    quota (over it, the request waits and is tried again: `quota_wait_s`)."""
+
+    def __init__(self, *, per_officer: str, per_agency: str, partner_quota: str) -> None:
+        self._officer = parse(per_officer)
+        self._agency = parse(per_agency)
+        self._quota = parse(partner_quota)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._admitted: OrderedDict[str, None] = OrderedDict()
+
+    async def admit(self, request_id: str, officer: str, agency: str) -> str | None:
+        """None if the request may go on (counted once per request id), else why it is refused."""
+        if request_id in self._admitted:
+            return None
+        if not await self._limiter.test(self._officer, "officer", officer):
+            return f"rate limit: officer over {self._officer}"
+        if not await self._limiter.test(self._agency, "agency", agency):
+            return f"rate limit: agency over {self._agency}"
+        # test-then-hit is not atomic across awaits: hit decides (a moving window's hit is atomic).
+        if not await self._limiter.hit(self._officer, "officer", officer):
+            return f"rate limit: officer over {self._officer}"
+        if not await self._limiter.hit(self._agency, "agency", agency):
+            return f"rate limit: agency over {self._agency}"
+        self._admitted[request_id] = None
+        if len(self._admitted) > _REMEMBERED:
+            self._admitted.popitem(last=False)
+        return None
+
+    async def quota_wait_s(self) -> float:
+        """0 if a call to the database fits its quota now (and counts it), else seconds until one would."""
+        if await self._limiter.hit(self._quota, "partner"):
+            return 0.0
+        stats = await self._limiter.get_window_stats(self._quota, "partner")
+        return max(0.05, stats.reset_time - time.time())
