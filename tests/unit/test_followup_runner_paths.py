@@ -297,14 +297,32 @@ async def test_a_refusal_gives_up_with_the_class_and_reason(monkeypatch: pytest.
         "fake", "fake.kind", 1, "PartnerRejected", "unknown receipt")
 
 
-async def test_past_its_deadline_a_row_gives_up_without_asking(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_past_its_deadline_a_row_is_asked_once_more_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Rig(monkeypatch)
+    r.handler.answer = FollowUpResult(done=False)
     r.store.add("S-1", deadline_s=-1.0)
     await r.scan()
-    assert r.steps == ["hit:followup.claim", "claim", "hit:followup.publish", "publish", "hit:followup.complete",
-                       "complete:gave_up"]
-    assert r.handler.calls == [] and r.handler.give_ups == [DEADLINE_PASSED]
+    assert r.steps == ["hit:followup.claim", "claim", "hit:followup.call", "run", "hit:followup.publish", "publish",
+                       "hit:followup.complete", "complete:gave_up"]
+    assert len(r.handler.calls) == 1 and r.handler.give_ups == [DEADLINE_PASSED]
     assert r.store.finished == [(1, "gave_up", DEADLINE_PASSED)]
+
+
+async def test_past_its_deadline_a_retryable_failure_gives_up_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.handler.error = PartnerUnavailable("HTTP 503")
+    r.store.add("S-1", deadline_s=-1.0)
+    await r.scan()
+    assert r.steps == ["hit:followup.claim", "claim", "hit:followup.call", "run", "hit:followup.publish", "publish",
+                       "hit:followup.complete", "complete:gave_up"]
+    assert r.handler.give_ups == [DEADLINE_PASSED] and r.store.finished == [(1, "gave_up", DEADLINE_PASSED)]
+
+
+async def test_past_its_deadline_a_final_answer_still_ends_the_row_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.store.add("S-1", deadline_s=-1.0)  # the default answer: done, with one event
+    await r.scan()
+    assert r.handler.give_ups == [] and [f[1] for f in r.store.finished] == ["done"]
 
 
 async def test_a_retry_is_never_due_later_than_just_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
