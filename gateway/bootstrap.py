@@ -97,6 +97,13 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         parked = await self.store.parking.count(rt.adapter.name)
                         self.metrics.parked.labels(rt.adapter.name).set(parked)
+            for rt in self.runtimes:
+                for consumer in rt.consumers:
+                    with contextlib.suppress(Exception):
+                        lags = await consumer.lag()
+                        if lags is not None:  # None: the broker did not answer; keep the last figures
+                            self.metrics.set_lag(rt.adapter.name, consumer.group_id,
+                                                 {(tp.topic, tp.partition): n for tp, n in lags.items()})
             await asyncio.sleep(every_s)
 
     @property
