@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from gateway.cli_check import check
 from gateway.cli_contracts import contracts_app
 from gateway.cli_ops import dlq_app, ledger_app, trace
 from gateway.logging import configure_logging
@@ -130,3 +131,4 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(contracts_app, name="contracts")
 app.command("trace")(trace)
+app.command("check")(check)

@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import pkgutil
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +38,10 @@ class PartnerClient(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+Probe = Callable[[], Awaitable[str]]
+"""An adapter's health probe (AdapterParts.probe): one line on success, an exception otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,9 @@ class AdapterParts:
     """The handler of the adapter's durable follow-ups (gateway.followups.model.FollowUpHandler), if it has any."""
     reactions: tuple[Reaction, ...] = field(default=())
     """Other partners' events the adapter reacts to (one consumer group each)."""
+    probe: Probe | None = None
+    """Reaches the partner as a call would (login, token, an authenticated read), once `client.start()` ran;
+    returns one line saying what answered, raises (a gateway.errors class) when it cannot. `gateway check`."""
 
 
 class AdapterPlugin(Protocol):

@@ -21,7 +21,7 @@ def build(context: BuildContext) -> AdapterParts:
         portal, partner=ADAPTER_NAME, metrics=context.metrics,
         operations=("sync_snapshot", "update_progress", "sync_rating"),
     )
-    return AdapterParts(handlers=PortalHandlers(cast(PortalApi, observed)), client=portal)
+    return AdapterParts(handlers=PortalHandlers(cast(PortalApi, observed)), client=portal, probe=portal.probe)
 
 
 PLUGIN = Plugin(name=ADAPTER_NAME, reads="lifecycle", build=build)
