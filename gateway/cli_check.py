@@ -66,7 +66,7 @@ async def _timed(name: str, check: Callable[[], Awaitable[tuple[str, str]]], tim
     return Component(name, status, detail, round(time.monotonic() - started, 3))
 
 
-async def _broker(settings: GatewaySettings) -> tuple[str, str]:
+async def check_broker(settings: GatewaySettings) -> tuple[str, str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from gateway.topic_scan import client_options
@@ -85,7 +85,7 @@ async def _broker(settings: GatewaySettings) -> tuple[str, str]:
     return OK, f"{settings.kafka.bootstrap_servers}: {len(topics)} topics{later}"
 
 
-async def _database(url: str) -> tuple[str, str]:
+async def check_database(url: str) -> tuple[str, str]:
     from alembic.script import ScriptDirectory
 
     from gateway.store.database import alembic_config, create_engine, normalise_url
@@ -117,7 +117,7 @@ async def _database(url: str) -> tuple[str, str]:
     return OK, f"{where}: schema {revision}{behind}"
 
 
-async def _partner(parts: AdapterParts) -> tuple[str, str]:
+async def check_partner(parts: AdapterParts) -> tuple[str, str]:
     probe = parts.probe
     if probe is None:
         return UNCHECKED, "the adapter has no probe"
@@ -157,10 +157,10 @@ async def run_checks(settings: GatewaySettings, *, timeout_s: float = 10.0) -> l
     )
     checks: list[Awaitable[Component]] = []
     if settings.kafka.bootstrap_servers:
-        checks.append(_timed("broker", lambda: _broker(settings), timeout_s))
-    checks.append(_timed("database", lambda: _database(settings.database_url), timeout_s))
+        checks.append(_timed("broker", lambda: check_broker(settings), timeout_s))
+    checks.append(_timed("database", lambda: check_database(settings.database_url), timeout_s))
     for name, parts in built.items():
-        checks.append(_timed(f"partner {name}", lambda parts=parts: _partner(parts), timeout_s))  # type: ignore[misc]
+        checks.append(_timed(f"partner {name}", lambda parts=parts: check_partner(parts), timeout_s))  # type: ignore[misc]
     rows = [configuration, *await asyncio.gather(*checks)]
     if not settings.kafka.bootstrap_servers:
         rows.insert(1, Component("broker", FAILED, "no bootstrap servers: set GATEWAY_KAFKA__BOOTSTRAP_SERVERS", 0.0))

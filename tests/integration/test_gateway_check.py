@@ -11,7 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.store.database import migrate
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from gateway.cli_check import check_database
+from gateway.store.database import alembic_config, create_engine, migrate
 from tests.contract.harness import PROJECT_ROOT
 from tests.contract.national_portal import NationalPortalContract
 from tests.contract.postal import PostalContract
@@ -20,6 +24,7 @@ from tests.integration.conftest import create_pg_database, drop_pg_database
 
 GATEWAY = Path(sys.executable).parent / "gateway"
 ADAPTERS = ("national_portal", "postal", "tax")
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite:///unused.db")).get_current_head()
 
 
 @asynccontextmanager
@@ -116,3 +121,22 @@ async def test_wrong_credentials_and_a_broken_configuration_are_named(kafka_boot
         assert "GATEWAY_POSTAL_CLIENT_KEY" in rows["configuration"]["detail"]
         assert rows["partner postal"]["status"] == "failed"
         assert {rows[n]["status"] for n in ("broker", "database")} == {"ok"}
+
+
+async def test_the_database_row_tells_a_schema_to_migrate_from_one_this_gateway_does_not_know(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    status, detail = await check_database(url)
+    assert (status, detail.split(" does not exist yet")[0]) == ("ok", f"SQLite file {tmp_path / 'state.db'}")
+    assert not (tmp_path / "state.db").exists(), "gateway check must not create the database"
+    await migrate(url)
+    status, detail = await check_database(url)
+    assert status == "ok" and detail.endswith(f"schema {HEAD}"), detail
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as connection:  # as if a newer gateway had migrated it
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+    status, detail = await check_database(url)
+    assert status == "failed"
+    assert "schema 9999 is newer than this gateway knows" in detail and "docs/operations/upgrade.md" in detail
