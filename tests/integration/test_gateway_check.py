@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
@@ -140,3 +141,35 @@ async def test_the_database_row_tells_a_schema_to_migrate_from_one_this_gateway_
     status, detail = await check_database(url)
     assert status == "failed"
     assert "schema 9999 is newer than this gateway knows" in detail and "docs/operations/upgrade.md" in detail
+
+
+async def test_gateway_check_against_the_demo_stack_then_a_partner_in_outage(tmp_path: Path) -> None:
+    """The demo (`gateway demo --serve`: embedded broker, SQLite, the three simulators) announces what `gateway
+    check` needs; every component answers, then the postal service goes down and the check names it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {"PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            "COLUMNS": "200", "NO_COLOR": "1"}
+    demo = await asyncio.create_subprocess_exec(
+        str(GATEWAY), "demo", "--dossiers", "0", "--serve", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert demo.stdout is not None
+        announced = json.loads(await asyncio.wait_for(demo.stdout.readline(), timeout=90))
+        check_env = env | announced["check_environment"]
+        code, out, err = await gateway_check(check_env, "--json")
+        assert code == 0, out + err
+        rows = {row["name"]: row["status"] for row in json.loads(out)["components"]}
+        assert rows == dict.fromkeys(["configuration", "broker", "database", *(f"partner {a}" for a in ADAPTERS)], "ok")
+
+        postal = announced["simulators"]["postal"]
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{postal}/_sim/knobs", json={"outage": True}
+        ) as answer:
+            assert answer.status == 200
+        code, out, _ = await gateway_check(check_env)
+        assert code == 1
+        assert "failed: partner postal" in out
+    finally:
+        demo.terminate()
+        await asyncio.wait_for(demo.wait(), timeout=60)
