@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,9 +28,10 @@ from sqlalchemy.engine import make_url
 
 from gateway.errors import GatewayError
 from gateway.logging import configure_logging
-from gateway.metrics import GatewayMetrics
-from gateway.plugins import AdapterParts, BuildContext, ConfigurationError, input_topic, load, output_topic
 from gateway.settings import GatewaySettings, load_settings
+
+if TYPE_CHECKING:  # the plug-ins (and every adapter they import) load when the command runs, not with the CLI
+    from gateway.plugins import AdapterParts
 
 OK, FAILED, UNCHECKED = "ok", "failed", "unchecked"
 SETTINGS_UNREADABLE = 2
@@ -69,6 +70,7 @@ async def _timed(name: str, check: Callable[[], Awaitable[tuple[str, str]]], tim
 async def check_broker(settings: GatewaySettings) -> tuple[str, str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from gateway.plugins import input_topic
     from gateway.topic_scan import client_options
 
     admin = AIOKafkaAdminClient(**client_options(settings.kafka), request_timeout_ms=5000)
@@ -131,6 +133,9 @@ async def check_partner(parts: AdapterParts) -> tuple[str, str]:
 
 def _build(settings: GatewaySettings) -> tuple[dict[str, AdapterParts], dict[str, str]]:
     """Every enabled adapter's parts (nothing connects), and the configuration errors of those that fail."""
+    from gateway.metrics import GatewayMetrics
+    from gateway.plugins import BuildContext, ConfigurationError, load, output_topic
+
     metrics = GatewayMetrics()
     built: dict[str, AdapterParts] = {}
     errors: dict[str, str] = {}
