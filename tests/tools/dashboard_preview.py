@@ -53,7 +53,10 @@ def _post(url: str, body: dict[str, Any]) -> None:
 
 
 def _expr(expr: str, seconds: int) -> str:
-    return expr.replace("$__rate_interval", "15s").replace("$__range", f"{seconds}s").replace("$adapter", ".*")
+    variables = {"$__rate_interval": "15s", "$__range": f"{seconds}s", "$adapter": ".*", "$agency": ".*"}
+    for name, value in variables.items():
+        expr = expr.replace(name, value)
+    return expr
 
 
 def _legend(template: str, labels: dict[str, str]) -> str:

@@ -31,6 +31,11 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dossier-gateway.yml"
 # Exported by the compose stack's other services: Prometheus itself (up) and the Kafka lag exporter.
 EXTERNAL = {"up", "kafka_consumergroup_lag"}
+# Metrics of branches not merged yet that only the dashboard reads (its rows say PENDING): the payment
+# branch's reconciliation counter and the portal branch's service-index gauges.
+PENDING_DASHBOARD = {
+    "gateway_reconciliation_mismatches_total", "gateway_service_index_share", "gateway_service_index_dossiers",
+}
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "histogram_quantile", "time", "and",
     "or", "unless", "offset", "le", "on", "ignoring", "group_left", "group_right", "bool",
@@ -99,7 +104,7 @@ def test_every_query_parses_as_promql(tmp_path: Path) -> None:
     # Grafana's variables replaced by what it would send; Prometheus's own parser reads each as a rule.
     rules = [
         {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")
-         .replace("$__range", "6h").replace("$adapter", ".*")}
+         .replace("$__range", "6h").replace("$adapter", ".*").replace("$agency", ".*")}
         for i, expr in enumerate(queries(dashboard()))
     ]
     path = tmp_path / "queries.yml"
@@ -120,7 +125,7 @@ def test_every_metric_a_panel_reads_exists() -> None:
         bare = re.sub(r"\{[^}]*\}", "", bare)  # nor matchers
         named |= {w for w in re.findall(r"\b([a-z_][a-z0-9_]*)\b", bare) if w not in PROMQL_WORDS}
     assert {"gateway_consumer_lag", "gateway_circuit_state", "gateway_sync_delay_seconds_bucket"} <= named
-    unknown = named - exposed - EXTERNAL - PENDING - {"gateway_reconciliation_mismatches_total"}
+    unknown = named - exposed - EXTERNAL - PENDING - PENDING_DASHBOARD
     assert unknown == set(), f"panels read metrics nobody exports: {unknown}"
 
 
