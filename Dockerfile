@@ -48,6 +48,12 @@ ENV GATEWAY_HTTP__HOST=0.0.0.0 \
     GATEWAY_HTTP__PORT=9400
 EXPOSE 9400
 
+# Ready = the broker answers and every consumer loop runs (GET /health/ready, docs/operations.md). The same
+# image runs the simulators and the operator commands: compose gives those their own check (or none). Six
+# misses before "unhealthy" cover a start (migrations, topics, group joins); compose adds a start period.
+HEALTHCHECK --interval=15s --timeout=5s --retries=6 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9400/health/ready', timeout=3)"]
+
 # SIGTERM drains in-flight work within concurrency.drain_timeout_s (15 s): give the container more than that.
 STOPSIGNAL SIGTERM
 CMD ["gateway", "run"]

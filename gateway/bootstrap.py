@@ -102,6 +102,14 @@ class Gateway:
                         parked = await self.store.parking.count(rt.adapter.name)
                         self.metrics.parked.labels(rt.adapter.name).set(parked)
                 await self._sample_index()
+            # Every consumer's lag at once (each waits at most 2 s for the broker), so one slow answer does not
+            # hold back the next sample of the others or of the broker check.
+            consumers = [(rt.adapter.name, c) for rt in self.runtimes for c in rt.consumers]
+            answers = await asyncio.gather(*(c.lag() for _, c in consumers), return_exceptions=True)
+            for (adapter, consumer), lags in zip(consumers, answers, strict=True):
+                if isinstance(lags, dict):  # None or an error: the broker did not answer; keep the last figures
+                    self.metrics.set_lag(adapter, consumer.group_id,
+                                         {(tp.topic, tp.partition): n for tp, n in lags.items()})
             await asyncio.sleep(every_s)
 
     async def _sample_index(self, *, now: bool = False) -> None:

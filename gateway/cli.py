@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from gateway import cli_index
 from gateway.cli_audit import audit_app
+from gateway.cli_check import check
 from gateway.cli_contracts import contracts_app
 from gateway.cli_ops import dlq_app, ledger_app, trace
 from gateway.logging import configure_logging
@@ -134,3 +135,4 @@ app.add_typer(contracts_app, name="contracts")
 app.command("trace")(trace)
 app.command("index")(cli_index.index)
 app.add_typer(audit_app, name="audit")
+app.command("check")(check)

@@ -48,7 +48,7 @@ from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
 from gateway.loadgen.postal import postal_commands
 from gateway.loadgen.tax import tax_commands
 from gateway.metrics import GatewayMetrics
-from gateway.plugins import input_topic, output_topic
+from gateway.plugins import input_topic, output_topic, settings_environment
 from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, KafkaSettings
 
 ADAPTERS = ["national_portal", "postal", "tax", "population_db"]
@@ -281,6 +281,12 @@ async def run_demo(
                 "partner_events_topics": {"postal": postal_events, "tax": tax_events},
                 "simulators": {"national_portal": portal_url, "postal": postal_url, "tax": tax_office.endpoint_url},
                 "database_url": settings.database_url,
+                # What `gateway check` needs to check this demo (its throw-away credentials and keys).
+                "check_environment": {
+                    "GATEWAY_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "GATEWAY_DATABASE_URL": settings.database_url,
+                    "GATEWAY_ADAPTERS": json.dumps(ADAPTERS),
+                    **{k: v for adapter in supplied.values() for k, v in settings_environment(adapter).items()},
+                },
             }), flush=True)
         watcher = ResultWatcher(bootstrap, "national_portal")
         await watcher.start()

@@ -159,6 +159,14 @@ class GatewayMetrics:
         self.broker_connected = Gauge(
             "gateway_broker_connected", "1 when the broker answered the last check (sampled every 5 s)", registry=r
         )
+        # Consumer lag, sampled by the gateway itself (Gateway._sample): the embedded broker cannot answer a lag
+        # exporter, so each process reports its own assigned partitions (docs/operations.md "Consumer lag").
+        self.consumer_lag = Gauge(
+            "gateway_consumer_lag",
+            "Records not committed yet: partition high-water mark minus the group's committed offset (sampled)",
+            ["adapter", "group", "topic", "partition"], registry=r,
+        )
+        self._lag_series: dict[str, set[tuple[str, str, str, str]]] = {}
         # Process metrics, as on the default registry: process_* (CPU, memory, file descriptors), python_*.
         if r is not REGISTRY:  # the default registry has them already (registering twice is an error)
             ProcessCollector(registry=r)
@@ -221,6 +229,15 @@ class GatewayMetrics:
             self.followups_overdue.labels(adapter, kind)
             for outcome in FOLLOWUP_OUTCOMES:
                 self.followups_total.labels(adapter, kind, outcome)
+
+    def set_lag(self, adapter: str, group: str, lags: dict[tuple[str, int], int]) -> None:
+        """One consumer group's lag per (topic, partition) it holds now; partitions it no longer holds vanish."""
+        now = {(adapter, group, topic, str(partition)): float(lag) for (topic, partition), lag in lags.items()}
+        for gone in self._lag_series.get(group, set()) - now.keys():
+            self.consumer_lag.remove(*gone)
+        for labels, value in now.items():
+            self.consumer_lag.labels(*labels).set(value)
+        self._lag_series[group] = set(now)
 
     def series(self, sample_name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """Every sample with this name: its labels (sorted pairs) -> value."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import pkgutil
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
 import adapters
@@ -38,6 +39,10 @@ class PartnerClient(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+Probe = Callable[[], Awaitable[str]]
+"""An adapter's health probe (AdapterParts.probe): one line on success, an exception otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,9 @@ class AdapterParts:
     """The handler of the adapter's durable follow-ups (gateway.followups.model.FollowUpHandler), if it has any."""
     reactions: tuple[Reaction, ...] = field(default=())
     """Other partners' events the adapter reacts to (one consumer group each)."""
+    probe: Probe | None = None
+    """Reaches the partner as a call would (login, token, an authenticated read), once `client.start()` ran;
+    returns one line saying what answered, raises (a gateway.errors class) when it cannot. `gateway check`."""
 
 
 class AdapterPlugin(Protocol):
@@ -159,3 +167,19 @@ def read_settings(cls: type[S], supplied: Any | None, *, adapter: str, env_prefi
     except ValidationError as exc:
         names = ", ".join(f"{env_prefix}{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
         raise ConfigurationError(f"{adapter} adapter is not configured: set {names}") from None
+
+
+def settings_environment(settings: BaseSettings) -> dict[str, str]:
+    """The environment variables `read_settings` reads back as these settings (secrets in clear: for throw-away
+    settings such as the demo's, so that `gateway check` can be pointed at a running demo)."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        raw = getattr(settings, name)
+        if raw is None:
+            continue
+        if isinstance(raw, SecretStr):
+            value = raw.get_secret_value()
+        env[f"{prefix}{name}".upper()] = value if isinstance(value, str) else json.dumps(value)
+    return env
+

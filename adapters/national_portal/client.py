@@ -124,6 +124,11 @@ class PortalClient(PooledClient):
         params = mapping.lookup_params(dossier_code)
         return await self._call("lookup", self._settings.service_lookup, params, key)
 
+    async def probe(self) -> str:
+        """`gateway check`: log in afresh (the account, dstcode and network all answer) and keep the session."""
+        self._token = await self._login()
+        return "login accepted"
+
     # --- session ------------------------------------------------------------------------------------------
 
     async def _session_token(self, *, failed: str | None = None) -> str:

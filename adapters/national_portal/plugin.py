@@ -38,7 +38,7 @@ def build(context: BuildContext) -> AdapterParts:
             ))
             for partner in settings.react_to
         )
-    return AdapterParts(handlers=handlers, client=portal, reactions=reactions)
+    return AdapterParts(handlers=handlers, client=portal, reactions=reactions, probe=portal.probe)
 
 
 PLUGIN = Plugin(name=ADAPTER_NAME, reads="lifecycle", build=build)

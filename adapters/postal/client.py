@@ -333,6 +333,12 @@ class PostalClient(PooledClient):
         )
         return scrub_text(text, known)
 
+    async def probe(self) -> str:
+        """`gateway check`: obtain a fresh access token (client key and secret, network and service answer)."""
+        token = await self._fetch_token()
+        left = token.refresh_at - asyncio.get_running_loop().time()
+        return f"access token obtained (refreshed in {left:.0f} s)"
+
     # --- token --------------------------------------------------------------------------------------------
 
     async def _access_token(self, *, failed: str | None = None) -> str:

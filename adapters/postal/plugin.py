@@ -31,6 +31,7 @@ def build(context: BuildContext) -> AdapterParts:
         client=client,
         flow=CommandFlow(parse_postal_command),
         feeds=(TrackingFeed(observed, topic=context.events_topic, status_events=settings.status_events),),
+        probe=client.probe,
     )
 
 

@@ -14,12 +14,16 @@ from lxml import etree
 
 from adapters.tax import mapping
 from adapters.tax.settings import TaxSettings
+from gateway.errors import PartnerRejected
 from gateway.soap.client import bind, build_client
 from gateway.soap.faults import soap_errors
 from gateway.soap.plugins import KeepReplies, SignElement, kept_replies
 from gateway.soap.security import username_token
 from gateway.soap.signing import SigningMaterial, load_signing_material, verify
 from gateway.soap.transport import SoapTransport, record_exchanges
+
+# Matches the dossier-code pattern of the XSD; agency 000.00.00.A00 and sequence 0000 are issued to no one.
+PROBE_DOSSIER = "000.00.00.A00-000101-0000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,16 @@ class TaxClient:
             answer = await getattr(self._service, operation)(**fields)
         last = wire[-1] if wire else None
         return Sent(answer, last.request_sha256 if last else "", last.response_sha256 or "" if last else ""), replies
+
+    async def probe(self) -> str:
+        """`gateway check`: an authenticated read (LayThongBaoThue) of a dossier code no agency issues. The office
+        answering at all, even "no such dossier", proves the network, TLS and the WS-Security account; a refused
+        token or an unreachable endpoint raises PartnerUnavailable."""
+        try:
+            await self._call(mapping.NOTICES, MaHoSo=PROBE_DOSSIER)
+        except PartnerRejected as exc:  # e.g. "SOAP fault Client: HO_SO_KHONG_TON_TAI ..."
+            return f"authenticated; a probe dossier refused as expected ({exc.reason})"
+        return "authenticated; notices read for a probe dossier"
 
     async def submit(self, form: dict[str, Any], *, dossier_code: str, request_id: str,
                      known: Collection[str] = ()) -> Sent:

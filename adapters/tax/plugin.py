@@ -25,6 +25,7 @@ def build(context: BuildContext) -> AdapterParts:
         client=client,
         flow=CommandFlow(parse_tax_command),
         follow_ups=TaxFollowUps(observed, topic=context.events_topic, schedule=settings),
+        probe=client.probe,
     )
 
 

@@ -197,6 +197,37 @@ class KeyOrderedConsumer:
         """What readiness checks: the same as `healthy`."""
         return self.healthy
 
+    async def lag(self, timeout_s: float = 2.0) -> dict[TopicPartition, int] | None:
+        """Records not committed yet per assigned partition: the broker's high-water mark minus our commit.
+
+        The high-water marks are asked for (ListOffsets), not taken from the last fetch: a partition paused by
+        an open circuit is not fetched, and its lag must still grow. Our side is the offset this consumer
+        committed last; before its first commit of an assignment, the offset it resumed from (its position
+        before anything was fetched, or the lowest record it holds). Empty before start, after stop and with
+        no partition assigned; None when the broker does not answer in time (the caller keeps its figures).
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        assigned = consumer.assignment()
+        if not assigned:
+            return {}
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(list(assigned)), timeout_s)
+        except Exception:
+            return None
+        lags: dict[TopicPartition, int] = {}
+        for tp, end in ends.items():
+            floor = self._committed.get(tp)
+            if floor is None and (offsets := self._offsets.get(tp)) is not None:
+                floor = offsets.committable()
+            if floor is None:
+                with contextlib.suppress(Exception):  # revoked meanwhile, or no position yet: no figure now
+                    floor = await asyncio.wait_for(consumer.position(tp), timeout_s)
+            if floor is not None:
+                lags[tp] = max(0, end - floor)
+        return lags
+
     def pause(self, reason: str) -> None:
         """Stop fetching new records (e.g. the partner's circuit is open); in-flight work continues."""
         self._pause_reasons.add(reason)

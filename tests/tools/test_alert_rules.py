@@ -75,18 +75,36 @@ def test_every_job_the_rules_name_is_scraped() -> None:
     assert named and named <= jobs
 
 
-def test_every_gateway_metric_the_rules_read_exists_from_start() -> None:
+# Metrics the rules read that come with branches not merged yet (alerts.yml marks their rules PENDING): once
+# a name is exported it must leave this set (test_pending_metrics_are_really_missing fails until it does).
+PENDING = {"gateway_inbound_requests_total"}  # the payment adapter's callbacks (branch pay)
+
+
+def exposed_at_start() -> set[str]:
     metrics = GatewayMetrics()
     metrics.partner_calls.labels("national_portal", "sync_snapshot", "ok")  # as ObservedClient does
-    metrics.prime(["national_portal"], ["10s", "1m", "10m"])
-    exposed = {
+    metrics.prime(["national_portal"], ["10s", "1m", "10m"], feeds=["postal.tracking"])
+    metrics.prime_followups("tax", ["notice"])
+    metrics.set_lag("national_portal", "gateway.national_portal", {("in", 0): 0})  # sampled at start
+    return {
         line.split("{")[0].split(" ")[0]
         for line in metrics.render().decode().splitlines()
         if line and not line.startswith("#")
     }
+
+
+def test_pending_metrics_are_really_missing() -> None:
+    assert PENDING.isdisjoint(exposed_at_start()), "merged: remove it from PENDING"
+
+
+def test_every_gateway_metric_the_rules_read_exists_from_start() -> None:
+    metrics = GatewayMetrics()
+    metrics.partner_calls.labels("national_portal", "sync_snapshot", "ok")  # as ObservedClient does
+    metrics.prime(["national_portal"], ["10s", "1m", "10m"])
+    exposed = exposed_at_start()
     used = {name for rule in alerts().values() for name in re.findall(r"\b(gateway_[a-z_]+)", rule["expr"])}
     assert used, "no gateway metric in the rules?"
-    assert used <= exposed, f"rules read metrics the gateway does not expose at start: {used - exposed}"
+    assert used - PENDING <= exposed, f"rules read metrics the gateway does not expose at start: {used - exposed}"
     # The labelled ones hold one series per known label value, at 0.
     dead = metrics.series("gateway_dead_letters_total")
     assert {dict(labels)["error_class"] for labels in dead} == set(failure_classes())
