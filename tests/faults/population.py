@@ -246,8 +246,11 @@ async def _invariants(run: _PopulationRun) -> list[str]:
     problems += [f"the database was asked {rid}, which no lookup may ask" for rid in sim.seen_ids
                  if rid not in s.asked]
     # 5. One access-log row per lookup, with its reply's outcome.
-    async with run.engine.connect() as conn:
-        rows = (await conn.execute(select(access_log.c.event_id, access_log.c.outcome))).all()
+    try:
+        async with run.engine.connect() as conn:
+            rows = (await conn.execute(select(access_log.c.event_id, access_log.c.outcome))).all()
+    except Exception as exc:  # no gateway ever migrated the store: the case stalled (noted above)
+        return [*problems, f"the access log cannot be read: {type(exc).__name__}"]
     logged = {event_id: outcome for event_id, outcome in rows}
     if len(rows) != len(logged) or logged != s.allowed:
         problems.append(f"access log {logged}, expected {s.allowed}")

@@ -99,3 +99,44 @@ async def test_hostile_answers_are_refused_unread(kind: str) -> None:
         with pytest.raises(HostileXml):
             await client.lookup(fields, known=known)
     assert sim.injected[kind] == 1 and sim.dtd_fetches == 0
+
+
+def _auth(sim: PopulationSimulator) -> dict[str, str]:
+    import base64
+    import time as clock
+
+    from gateway.soap.security import ndxp_signature
+
+    stamp = str(int(clock.time() * 1000))
+    digest = ndxp_signature(sim.endpoint_url, "gateway", stamp, SecretStr("ndxp-secret"))
+    token = base64.b64encode(f"gateway:{digest}".encode()).decode()
+    return {"Authorization": f"Basic {token}", "Timestamp": stamp, "Content-Type": "text/xml; charset=utf-8"}
+
+
+_ENVELOPE = (
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:tns="http://dancuquocgia.bca">'
+    "<soapenv:Body><tns:XacThucThongTinCongDan><tns:MaYeuCau>GW-1</tns:MaYeuCau><tns:MaDVC>1</tns:MaDVC>"
+    "<tns:MaTichHop>037</tns:MaTichHop><tns:MaDonVi>AG</tns:MaDonVi><tns:MaCanBo>CB</tns:MaCanBo>"
+    "<tns:SoDinhDanh>{number}</tns:SoDinhDanh><tns:HoVaTen>{name}</tns:HoVaTen>"
+    "<tns:NgayThangNamSinh>1990</tns:NgayThangNamSinh></tns:XacThucThongTinCongDan></soapenv:Body>"
+    "</soapenv:Envelope>"
+)
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+     + _ENVELOPE.format(number="001090001234", name="&e;"), "DU_LIEU_KHONG_HOP_LE"),
+    (_ENVELOPE.format(number="12345", name="AN"), "DU_LIEU_KHONG_HOP_LE"),  # not what the XSD allows
+    ("not xml at all", "DU_LIEU_KHONG_HOP_LE"),
+])
+async def test_the_simulator_refuses_hostile_and_invalid_requests(body: str, code: str) -> None:
+    import aiohttp
+
+    async with PopulationSimulator(size=5) as sim, aiohttp.ClientSession() as http:
+        async with http.post(sim.endpoint_url, data=body.encode(), headers=_auth(sim)) as resp:
+            text = await resp.text()
+        async with http.post(sim.endpoint_url, data=_ENVELOPE.format(number="001090001234", name="AN").encode(),
+                             headers={"Content-Type": "text/xml"}) as unauthenticated:
+            assert unauthenticated.status == 401
+    assert resp.status == 500 and code in text and "root:" not in text
+    assert sum(sim.requests.values()) == 0  # nothing was looked up
