@@ -18,6 +18,7 @@ from gateway.circuit import CircuitBreaker, CircuitState
 from gateway.feeds.poller import FeedPoller, default_holder
 from gateway.followups.runner import FollowUpRunner
 from gateway.http_server import OperatorServer
+from gateway.inbound.listener import InboundListener
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -64,6 +65,7 @@ class Gateway:
     runtimes: list[AdapterRuntime] = field(default_factory=list)
     server: OperatorServer | None = None
     store: Store | None = None
+    inbound: InboundListener | None = None
     _sampler: asyncio.Task[None] | None = None
 
     async def _sample(self, every_s: float = 5.0) -> None:
@@ -110,6 +112,8 @@ class Gateway:
         """Drain consumers, then close clients, the broker, the database and the endpoint."""
         if self._sampler is not None:
             self._sampler.cancel()
+        if self.inbound is not None:  # partners get no answer from now on: they call again later
+            await self.inbound.stop()
         await asyncio.gather(*(p.stop() for rt in self.runtimes for p in rt.pollers), return_exceptions=True)
         await asyncio.gather(*(rt.follow_ups.stop() for rt in self.runtimes if rt.follow_ups is not None),
                              return_exceptions=True)
@@ -215,10 +219,12 @@ async def start_gateway(
             extra=security_options(settings.kafka),
         )
         holder = default_holder()  # this process, as the holder of the feeds' leases
+        callbacks: list[Any] = []
         for name in settings.adapters:
             supplied = (adapter_settings or {}).get(name)
             in_flight = settings.concurrency.max_in_flight
-            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied))
+            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied, store))
+            callbacks.extend(parts.callbacks)
             adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
                 name,
@@ -290,6 +296,10 @@ async def start_gateway(
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         await asyncio.gather(*(p.start() for rt in gw.runtimes for p in rt.pollers))
         await asyncio.gather(*(rt.follow_ups.start() for rt in gw.runtimes if rt.follow_ups is not None))
+        if callbacks:  # only when an adapter has routes: no public port otherwise
+            gw.inbound = InboundListener(callbacks, store=store.inbound, publisher=publisher,
+                                         settings=settings.inbound, metrics=metrics)
+            await gw.inbound.start()
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()

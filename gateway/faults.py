@@ -66,6 +66,13 @@ POINTS: tuple[str, ...] = (
     "followup.ledger",  # the run's partner calls noted in the exchange ledger, before the row finishes
     "followup.complete",  # the events are on the topic; before the row is marked done or gave_up
     "followup.reschedule",  # the events (if any) are on the topic; before the row is set to run again
+    # Inbound callbacks (gateway.inbound): verify, record, publish, mark published, answer the partner.
+    "inbound.verify",  # before the adapter verifies a callback (signature, known transaction, amount)
+    "inbound.record",  # before the callback's outcome is recorded (unique per adapter and record key)
+    "inbound.publish",  # recorded; before its event is published
+    "inbound.mark",  # published; before the record is marked published
+    "inbound.answer",  # marked; before the partner gets its success answer
+    "outcome.record",  # a follow-up (inquiry) found the outcome; before it is recorded (the same unique key)
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

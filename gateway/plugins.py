@@ -51,6 +51,9 @@ class BuildContext:
     """Messages that may be in flight for the adapter at once (size the connection pool to it)."""
     settings: Any | None = None
     """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
+    store: Any | None = None
+    """The gateway's open store (gateway.store.Store), for adapters that look up their own rows (follow-ups,
+    inbound records) while verifying a callback or running a follow-up; None when built without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class AdapterParts:
     """Partner feeds to poll (gateway.feeds.source.FeedSource), each by one process of the group at a time."""
     follow_ups: Any | None = None
     """The handler of the adapter's durable follow-ups (gateway.followups.model.FollowUpHandler), if it has any."""
+    callbacks: tuple[Any, ...] = field(default=())
+    """Routes partners call back on (gateway.inbound.model.CallbackRoute), served by the public inbound listener."""
 
 
 class AdapterPlugin(Protocol):

@@ -330,6 +330,36 @@ class FollowUpSettings(_Section):
         return self
 
 
+class InboundSettings(_Section):
+    """The public listener partners call back on (gateway.inbound): never the operator endpoint, so /metrics and
+    health stay private. It starts only when an adapter has callback routes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9500, ge=0, le=65535, description="0: any free port")
+    max_body_bytes: int = Field(
+        default=65_536, ge=256, le=16 * 1024 * 1024, description="a longer body is refused unread (413)"
+    )
+    read_timeout_s: float = Field(default=10.0, gt=0, description="a body not read within this is refused (408)")
+    durable_timeout_s: float = Field(
+        default=5.0, gt=0, description="recording and publishing a callback longer than this answers 503 (retry)"
+    )
+    allow_from: list[str] = Field(
+        default=[], description="source networks allowed to call (CIDR, e.g. 203.0.113.0/24); empty: any"
+    )
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR, e.g. 203.0.113.0/24)") from None
+        return value
+
+
 class GatewaySettings(BaseSettings):
     """Everything the composition root needs; nested keys use `__` in env (GATEWAY_KAFKA__BOOTSTRAP_SERVERS)."""
 
@@ -346,6 +376,7 @@ class GatewaySettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     feeds: FeedSettings = FeedSettings()
     followups: FollowUpSettings = FollowUpSettings()
+    inbound: InboundSettings = InboundSettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 
     @field_validator("adapters")

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.store.database import create_engine, migrate
 from gateway.store.feeds import FeedStore
 from gateway.store.followups import FollowUpStore
+from gateway.store.inbound import InboundStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
@@ -28,6 +29,7 @@ class Store:
     parking: ParkingLot
     feeds: FeedStore
     followups: FollowUpStore
+    inbound: InboundStore
 
     async def close(self) -> None:
         await self.committer.close()
@@ -48,4 +50,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         parking=ParkingLot(engine),
         feeds=FeedStore(engine),
         followups=FollowUpStore(engine),
+        inbound=InboundStore(engine),
     )

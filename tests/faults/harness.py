@@ -98,6 +98,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         # No follow-ups either: the tax scenario has them.
         "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
         "followup.complete", "followup.reschedule",
+        # Nor callbacks: the payment adapter's tests inject those (NOT_IN_SCENARIO).
+        "inbound.verify", "inbound.record", "inbound.publish", "inbound.mark", "inbound.answer", "outcome.record",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
     }
@@ -157,6 +159,14 @@ NOT_IN_SCENARIO: dict[str, str] = {
     # Added after the tax scenario was written: its runs ledger-note only what found something; injected by
     # tests/integration/test_tax_flow.py (a raise there: nothing lost, no event doubled).
     "followup.ledger": "tests/integration/test_tax_flow.py",
+    # The inbound callback path (the payment adapter): a raise at each step, callbacks retried by the platform
+    # simulator until acknowledged, one outcome each (test_a_fault_at_any_step_of_the_callback_path_...).
+    "inbound.verify": "tests/integration/test_payment_callbacks.py",
+    "inbound.record": "tests/integration/test_payment_callbacks.py",
+    "inbound.publish": "tests/integration/test_payment_callbacks.py",
+    "inbound.mark": "tests/integration/test_payment_callbacks.py",
+    "inbound.answer": "tests/integration/test_payment_callbacks.py",
+    "outcome.record": "tests/integration/test_payment_callbacks.py",
 }
 MALFORMED_VALUE_PART = MALFORMED.decode()[-19:-1]  # "a contract message": in no reason the gateway gives
 
