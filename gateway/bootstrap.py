@@ -15,6 +15,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from contracts.topics import dead_letter_topic
 from gateway.adapter import Adapter
 from gateway.circuit import CircuitBreaker, CircuitState
+from gateway.delivery.flows import ReactionFlow
 from gateway.feeds.poller import FeedPoller, default_holder
 from gateway.followups.runner import FollowUpRunner
 from gateway.http_server import OperatorServer
@@ -22,7 +23,15 @@ from gateway.inbound.listener import InboundListener
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
-from gateway.plugins import BuildContext, ConfigurationError, PartnerClient, input_topic, load, output_topic
+from gateway.plugins import (
+    BuildContext,
+    ConfigurationError,
+    PartnerClient,
+    input_topic,
+    load,
+    output_topic,
+    reaction_topic,
+)
 from gateway.retry_topics import build_tiers, due_at
 from gateway.runtime.kafka_options import faststream_security, security_options
 from gateway.runtime.ordered_consumer import ConsumerOptions, KeyOrderedConsumer
@@ -49,10 +58,12 @@ class AdapterRuntime:
     breaker: CircuitBreaker
     pollers: list[FeedPoller] = field(default_factory=list)
     follow_ups: FollowUpRunner | None = None
+    reaction_consumers: list[KeyOrderedConsumer] = field(default_factory=list)
+    """One per other partner's events topic the adapter reacts to (gateway.plugins.Reaction)."""
 
     @property
     def consumers(self) -> list[KeyOrderedConsumer]:
-        return [self.consumer, *self.retry_consumers]
+        return [self.consumer, *self.retry_consumers, *self.reaction_consumers]
 
 
 @dataclass
@@ -193,18 +204,33 @@ async def start_gateway(
                 await reconcile_ladder(store.engine, name, [tier.label for tier in tiers])
             except LadderChanged as exc:
                 raise ConfigurationError(str(exc)) from None
+        # Built before connecting (building connects nothing): a plug-in's configuration error stops the start
+        # before any connection, and the topics its reactions read are known when topics are created.
+        parts_of = {
+            name: plugins[name].build(BuildContext(
+                metrics, outputs[name], settings.concurrency.max_in_flight, (adapter_settings or {}).get(name), store,
+            ))
+            for name in settings.adapters
+        }
+        reactions = {
+            name: [(reaction, reaction_topic(reaction, names)) for reaction in parts_of[name].reactions]
+            for name in settings.adapters
+        }
+        dead_letters = [dead_letter_topic(inputs[name], name) for name in settings.adapters] + [
+            dead_letter_topic(source, name) for name in settings.adapters for _, source in reactions[name]
+        ]
         await broker.connect()
         topics = {topic: settings.kafka.input_partitions for topic in [*inputs.values(), *outputs.values()]}
         for name in settings.adapters:
-            topics[dead_letter_topic(inputs[name], name)] = 1
+            for _, source in reactions[name]:
+                topics.setdefault(source, settings.kafka.input_partitions)
             for tier in ladders[name]:
                 topics[tier.topic] = settings.kafka.input_partitions
+        for topic in dead_letters:
+            topics[topic] = 1
         # Dead letters wait for an operator: keep them until replayed or purged, not Kafka's default week.
         big = str(settings.kafka.max_dead_letter_bytes + 256 * 1024)
-        keep = {
-            dead_letter_topic(inputs[name], name): {"retention.ms": "-1", "max.message.bytes": big}
-            for name in settings.adapters
-        }
+        keep = {topic: {"retention.ms": "-1", "max.message.bytes": big} for topic in dead_letters}
         await ensure_topics(
             bootstrap, topics, settings.kafka.replication_factor, configs=keep, **security_options(settings.kafka)
         )
@@ -221,9 +247,7 @@ async def start_gateway(
         holder = default_holder()  # this process, as the holder of the feeds' leases
         callbacks: list[Any] = []
         for name in settings.adapters:
-            supplied = (adapter_settings or {}).get(name)
-            in_flight = settings.concurrency.max_in_flight
-            parts = plugins[name].build(BuildContext(metrics, outputs[name], in_flight, supplied, store))
+            parts = parts_of[name]
             callbacks.extend(parts.callbacks)
             adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
@@ -287,7 +311,31 @@ async def start_gateway(
                     parts.follow_ups, store=store.followups, publisher=publisher, breaker=breaker,
                     settings=settings.followups, metrics=metrics, holder=holder, committer=store.committer,
                 )
-            runtime = AdapterRuntime(adapter, client, pipeline, consumer, tier_consumers, breaker, pollers, follow_ups)
+            # Another partner's events this adapter reacts to: a pipeline each (no answers, no tiers: in-process
+            # retries, the shared circuit pausing it like the others, then a dead letter of its own).
+            reaction_consumers = []
+            for reaction, source in reactions[name]:
+                reacting = Pipeline(
+                    reaction.handlers, publisher=publisher, results=results, committer=store.committer,
+                    parking=store.parking, tiers=(), breaker=breaker, metrics=metrics, retry=settings.retry,
+                    results_topic=outputs[name], max_message_bytes=settings.kafka.max_message_bytes,
+                    max_dead_letter_bytes=settings.kafka.max_dead_letter_bytes,
+                    flow=ReactionFlow(reaction.parser) if reaction.parser is not None else ReactionFlow(),
+                    follow_ups=store.followups,
+                )
+                reaction_consumers.append(KeyOrderedConsumer(
+                    bootstrap_servers=bootstrap,
+                    group_id=f"{settings.kafka.group_prefix}.{name}.from-{reaction.partner}",
+                    topics=(source,),
+                    handler=reacting,
+                    options=options,
+                    on_rebalance=store.committer.forget_all,
+                    on_poison=reacting.poison,
+                ))
+            runtime = AdapterRuntime(
+                adapter, client, pipeline, consumer, tier_consumers, breaker, pollers, follow_ups,
+                reaction_consumers=reaction_consumers,
+            )
             breaker.subscribe(_pause_on_open(runtime, metrics))
             gw.runtimes.append(runtime)
         # Every series a rule or dashboard reads exists at 0 before the first message: a counter born at 1

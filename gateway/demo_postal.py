@@ -7,20 +7,16 @@ simulator has in a final state (delivered, returned, cancelled) whose final even
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from adapters.postal.mapping import order_number
 from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import CANCELLED, DELIVERED, RETURNED, PostalSimulator
 from contracts.postal import EVENT_TYPES, ArrangePickup, Purpose
+from gateway.demo_watch import EventsWatcher
 from gateway.loadgen.postal import PostalCommand, encode_command
 
 PARTNER: Final = "postal"
@@ -112,62 +108,16 @@ def schedule(
     return out
 
 
-class PostalWatcher:
+class PostalWatcher(EventsWatcher):
     """Reads the postal events topic: answers by command, events de-duplicated by id, final facts by order."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self.answers: dict[str, str] = {}  # command id → outcome
-        self.events: dict[str, str] = {}  # event id → type
-        self.raw: Counter[str] = Counter()  # event type → records, repeats included
+        super().__init__(bootstrap, topic, PARTNER)
         self.finals: dict[str, set[str]] = {}  # order number → final event types seen
-        self.invalid = 0
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await self._consumer.start()
-        await self._consumer.topics()  # the gateway created the topic: refresh metadata to see its partitions
-        parts = [TopicPartition(self._topic, p) for p in (self._consumer.partitions_for_topic(self._topic) or [0])]
-        self._consumer.assign(parts)
-        await self._consumer.seek_to_beginning(*parts)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for r in records:
-                    self.take(json.loads(r.value))
-
-    def take(self, body: dict[str, Any]) -> None:
-        """Count one message of the topic."""
-        kind = body["event_type"]
-        if kind == "gateway.command_result":
-            self.answers[body["source_event_id"]] = body["outcome"]
-        elif kind == "gateway.input_invalid":
-            self.invalid += 1
-        elif kind.startswith("postal."):
-            self.raw[kind] += 1
-            self.events[body["event_id"]] = kind
-            if kind in FINAL_EVENT.values():
-                self.finals.setdefault(body["order_number"], set()).add(kind)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-
-def unanswered(commands: list[PostalCommand], watcher: PostalWatcher) -> list[str]:
-    """Dossier codes of commands the topic has no answer to."""
-    return [c.dossier_code for c in commands if str(c.event_id) not in watcher.answers]
+    def on_event(self, kind: str, body: dict[str, Any]) -> None:
+        if kind in FINAL_EVENT.values():
+            self.finals.setdefault(body["order_number"], set()).add(kind)
 
 
 def finals_missing(sim: PostalSimulator, watcher: PostalWatcher) -> list[str]:
@@ -185,7 +135,7 @@ def not_final(sim: PostalSimulator) -> int:
 
 def settled(commands: list[PostalCommand], sim: PostalSimulator, watcher: PostalWatcher) -> bool:
     """Every command answered, every order final, and the topic says so."""
-    return not unanswered(commands, watcher) and not not_final(sim) and not finals_missing(sim, watcher)
+    return not watcher.unanswered(commands) and not not_final(sim) and not finals_missing(sim, watcher)
 
 
 def report(commands: list[PostalCommand], sim: PostalSimulator, watcher: PostalWatcher) -> PostalReport:
@@ -194,7 +144,7 @@ def report(commands: list[PostalCommand], sim: PostalSimulator, watcher: PostalW
     out.commands_by_type = dict(Counter(c.event_type for c in commands))
     for outcome in watcher.answers.values():
         out.answered[outcome] = out.answered.get(outcome, 0) + 1
-    missing_answers = unanswered(commands, watcher)
+    missing_answers = watcher.unanswered(commands)
     missing_finals = finals_missing(sim, watcher)
     out.unanswered = len(missing_answers)
     creates = [number for number, effect in sim.effects if effect == "create"]

@@ -18,22 +18,19 @@ topic does not carry. `second_submissions` counts forms applied twice at the sim
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from adapters.tax.settings import TaxSettings
 from adapters.tax.simulator import Identity, TaxSimulator, generate_identity
 from contracts.tax import EVENT_TYPES, DetermineObligations
+from gateway.demo_watch import EventsWatcher
 from gateway.loadgen.tax import LAND_OFFICE_CODE, encode_command
 from gateway.settings import FollowUpSettings
 
@@ -175,66 +172,33 @@ def schedule(
     return out
 
 
-class TaxWatcher:
+class TaxWatcher(EventsWatcher):
     """Reads the tax events topic: answers by command, events de-duplicated by id, and each dossier's notices,
     payments and endings."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self.answers: dict[str, str] = {}  # command id → outcome
-        self.events: dict[str, str] = {}  # event id → type
-        self.raw: Counter[str] = Counter()  # event type → records, repeats included
+        super().__init__(bootstrap, topic, "tax")
         self.notices: dict[str, set[str]] = {}  # dossier → notice ids reported issued
         self.fulfilled: set[str] = set()  # notice ids reported paid
         self.notice_ended: set[str] = set()  # dossiers whose wait for a notice ended without one
         self.payment_ended: set[str] = set()  # notice ids whose wait for the payment ended (paid or not)
-        self.invalid = 0
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await self._consumer.start()
-        await self._consumer.topics()  # the gateway created the topic: refresh metadata to see its partitions
-        parts = [TopicPartition(self._topic, p) for p in (self._consumer.partitions_for_topic(self._topic) or [0])]
-        self._consumer.assign(parts)
-        await self._consumer.seek_to_beginning(*parts)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for r in records:
-                    self.take(json.loads(r.value))
-
-    def take(self, body: dict[str, Any]) -> None:
-        """Count one message of the topic."""
-        kind = body["event_type"]
-        if kind == "gateway.command_result":
-            self.answers[body["source_event_id"]] = body["outcome"]
-        elif kind == "gateway.input_invalid":
-            self.invalid += 1
-        elif kind.startswith("tax."):
-            self.raw[kind] += 1
-            self.events[body["event_id"]] = kind
-            code = body["dossier_code"]
-            if kind == "tax.notice_issued":
-                self.notices.setdefault(code, set()).add(body["notice_id"])
-            elif kind == "tax.obligation_fulfilled":
-                self.fulfilled.add(body["notice_id"])
-                self.payment_ended.add(body["notice_id"])
-            elif kind == "tax.no_payment_by_deadline":
-                self.payment_ended.add(body["notice_id"])
-            elif kind == "tax.no_notice_by_deadline":
+    def on_event(self, kind: str, body: dict[str, Any]) -> None:
+        code = body["dossier_code"]
+        if kind == "tax.notice_issued":
+            self.notices.setdefault(code, set()).add(body["notice_id"])
+        elif kind == "tax.obligation_fulfilled":
+            self.fulfilled.add(body["notice_id"])
+            self.payment_ended.add(body["notice_id"])
+        elif kind == "tax.no_payment_by_deadline":
+            self.payment_ended.add(body["notice_id"])
+        elif kind == "tax.no_notice_by_deadline":
+            self.notice_ended.add(code)
+        elif kind == "tax.follow_up_failed":
+            if body["stage"] == "notice":
                 self.notice_ended.add(code)
-            elif kind == "tax.follow_up_failed":
-                if body["stage"] == "notice":
-                    self.notice_ended.add(code)
-                else:
-                    self.payment_ended.add(body["reference"])
+            else:
+                self.payment_ended.add(body["reference"])
 
     def ended(self, code: str) -> bool:
         """Whether the dossier's follow-ups are over: no notice by the deadline (or a failure), or every notice
@@ -243,19 +207,6 @@ class TaxWatcher:
             return True
         notices = self.notices.get(code, set())
         return bool(notices) and all(n in self.payment_ended for n in notices)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-
-def unanswered(commands: list[DetermineObligations], watcher: TaxWatcher) -> list[str]:
-    """Dossier codes of commands the topic has no answer to."""
-    return [c.dossier_code for c in commands if str(c.event_id) not in watcher.answers]
 
 
 def open_follow_ups(commands: list[DetermineObligations], watcher: TaxWatcher) -> list[str]:
@@ -294,7 +245,7 @@ def pending(sim: TaxSimulator) -> list[str]:
 def settled(commands: list[DetermineObligations], sim: TaxSimulator, watcher: TaxWatcher) -> bool:
     """Every command answered, every dossier's follow-ups over and its story at the simulator too, and nothing
     the simulator has is missing from the topic."""
-    if unanswered(commands, watcher) or open_follow_ups(commands, watcher) or pending(sim):
+    if watcher.unanswered(commands) or open_follow_ups(commands, watcher) or pending(sim):
         return False
     notices, payments = missing(sim, watcher)
     return not notices and not payments
@@ -302,7 +253,7 @@ def settled(commands: list[DetermineObligations], sim: TaxSimulator, watcher: Ta
 
 def progress(commands: list[DetermineObligations], sim: TaxSimulator, watcher: TaxWatcher) -> tuple[int, str]:
     """Commands whose story is over (answered, and followed up to the end when done), and a line of figures."""
-    over = len(commands) - len(unanswered(commands, watcher)) - len(open_follow_ups(commands, watcher))
+    over = len(commands) - len(watcher.unanswered(commands)) - len(open_follow_ups(commands, watcher))
     info = (
         f"answered {len(watcher.answers)}  submitted {len(sim.applied)}  "
         f"notices {sum(map(len, watcher.notices.values()))}  fulfilled {len(watcher.fulfilled)}  "
@@ -317,7 +268,7 @@ def report(commands: list[DetermineObligations], sim: TaxSimulator, watcher: Tax
     out.commands_by_kind = dict(Counter(c.transaction.kind.value for c in commands))
     for outcome in watcher.answers.values():
         out.answered[outcome] = out.answered.get(outcome, 0) + 1
-    missing_answers = unanswered(commands, watcher)
+    missing_answers = watcher.unanswered(commands)
     missing_notices, missing_payments = missing(sim, watcher)
     out.unanswered = len(missing_answers)
     out.submissions = len(sim.applied)
@@ -388,5 +339,4 @@ def print_report(console: Console, tax: TaxReport) -> None:
 __all__ = [
     "FOLLOW_UPS", "RHYTHM", "Keys", "Rhythm", "TaxReport", "TaxWatcher", "missing", "open_follow_ups", "pending",
     "print_report", "progress", "report", "schedule", "settings", "settled", "silent_dossiers", "simulator",
-    "unanswered",
 ]

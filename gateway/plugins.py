@@ -57,6 +57,20 @@ class BuildContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """An adapter reading another partner's events topic (`topics.partner_events` for `partner`), in a consumer
+    group of its own, with every guarantee of the pipeline (retries, dead letters, ledger, circuit, one effect
+    per event). `handlers.wants` picks the event types it reacts to; `deliver` returns the events it causes,
+    which go to the reacting adapter's own events topic. Adapters still never import each other: they share
+    a topic and its contract."""
+
+    partner: str
+    handlers: Adapter
+    parser: Callable[[bytes], Any] | None = None
+    """Bytes → message; default: contracts.partner_events.parse_observed (envelope checked, the rest kept)."""
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterParts:
     """One adapter's runtime parts."""
 
@@ -67,6 +81,8 @@ class AdapterParts:
     """Partner feeds to poll (gateway.feeds.source.FeedSource), each by one process of the group at a time."""
     follow_ups: Any | None = None
     """The handler of the adapter's durable follow-ups (gateway.followups.model.FollowUpHandler), if it has any."""
+    reactions: tuple[Reaction, ...] = field(default=())
+    """Other partners' events the adapter reacts to (one consumer group each)."""
     callbacks: tuple[Any, ...] = field(default=())
     """Routes partners call back on (gateway.inbound.model.CallbackRoute), served by the public inbound listener."""
 
@@ -119,6 +135,11 @@ def input_topic(name: str, topics: TopicSettings) -> str:
 def output_topic(name: str, topics: TopicSettings) -> str:
     """Where adapter `name` answers: the sync results topic, or its own partner events topic."""
     return topics.results if load(name).reads == LIFECYCLE.kind else topics.partner_events.format(partner=name)
+
+
+def reaction_topic(reaction: Reaction, topics: TopicSettings) -> str:
+    """The topic a reaction reads: the events topic of the partner it reacts to."""
+    return topics.partner_events.format(partner=reaction.partner)
 
 
 def input_topics(names: Sequence[str], topics: TopicSettings) -> dict[str, str]:

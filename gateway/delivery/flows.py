@@ -4,6 +4,8 @@ parse an input, whether inputs carry a per-dossier version, and how to word the 
 - lifecycle: dossier events from the one-stop system → one `gateway.sync_result` per event (sync results topic)
 - commands: one partner's commands → one `gateway.command_result` per command, on the partner's events topic
   beside the partner events the command caused
+- reactions: another partner's events → no answer of their own; only the events the reaction causes, on the
+  reacting adapter's events topic (a payment confirmed → the tax office told the obligation is paid)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from contracts.commands import CommandOutcome, CommandResult
 from contracts.events import parse_dossier_event
+from contracts.partner_events import parse_observed
 from contracts.results import SyncOutcome, SyncResult
 
 
@@ -24,7 +27,13 @@ class Flow(Protocol):
 
     @property
     def kind(self) -> str:
-        """`lifecycle` or `commands`: also which input topic an adapter reads (gateway.plugins)."""
+        """`lifecycle`, `commands` or `reactions`: also which input topic an adapter reads (gateway.plugins)."""
+        ...
+
+    @property
+    def answers(self) -> bool:
+        """Whether every input gets an answer on the output topic (a reaction's input was someone else's
+        answer already: it gets none, and a malformed one is only dead-lettered)."""
         ...
 
     def parse(self, raw: bytes) -> Any:
@@ -128,6 +137,7 @@ class LifecycleFlow:
     """Dossier lifecycle events (contracts.events), versioned per dossier, answered by sync results."""
 
     kind: str = "lifecycle"
+    answers: bool = True
 
     def parse(self, raw: bytes) -> Any:
         return parse_dossier_event(raw)
@@ -144,6 +154,7 @@ class CommandFlow:
 
     parser: Callable[[bytes], Any]
     kind: str = "commands"
+    answers: bool = True
 
     def parse(self, raw: bytes) -> Any:
         return self.parser(raw)
@@ -152,6 +163,30 @@ class CommandFlow:
         return None
 
     answer = staticmethod(command_result)
+
+
+def no_answer(adapter: str, message: Any, outcome: SyncOutcome, attempts: int, **_: Any) -> bytes:
+    """A reaction answers nothing: the pipeline asks (it answers every other flow's inputs) and gets nothing."""
+    return b""
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionFlow:
+    """Another partner's events (its `gateway.partner-events.<partner>.v1` topic), read by an adapter that reacts
+    to some of them; parsed leniently (contracts.partner_events.ObservedEvent) unless the reaction brings its
+    own parser."""
+
+    parser: Callable[[bytes], Any] = parse_observed
+    kind: str = "reactions"
+    answers: bool = False
+
+    def parse(self, raw: bytes) -> Any:
+        return self.parser(raw)
+
+    def version(self, message: Any) -> int | None:
+        return None
+
+    answer = staticmethod(no_answer)
 
 
 LIFECYCLE = LifecycleFlow()

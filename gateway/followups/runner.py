@@ -5,13 +5,18 @@ One scan, every scan_interval_s (at once again when a run ends and more may be d
     read the database clock → sample the pending / overdue gauges → claim due rows (no more than the free
     slots, none while the partner's circuit is open) → run each in a task of its own:
 
-    deadline passed?  ──yes──▶ publish give_up(item, "deadline passed") ─▶ complete(gave_up)
     breaker.call(handler.run(item)):
         RetryableError ─▶ reschedule(now + backoff(attempts), never past the deadline + GIVE_UP_GRACE)
         PermanentError ─▶ publish give_up(item, reason) ─▶ complete(gave_up)
         done           ─▶ publish its events ─▶ schedule what follows (`then`) ─▶ complete(done)
         not yet        ─▶ publish its events (if any) ─▶ schedule `then` ─▶ reschedule(now + retry_after_s or
                           backoff(attempts))
+    a run claimed after the deadline is the last: done ends as done; anything else (not yet, a retryable
+    failure) ─▶ publish give_up(item, "deadline passed") ─▶ complete(gave_up)
+
+The last run asks the partner once more rather than giving up unasked: an answer that came in since the previous
+run (a notice issued, a fee paid a minute before the deadline), or while this process was down or behind, is
+heard instead of being declared missing.
 
 Events are published (acks=all, in order, each acknowledged before the next) before the row is completed or
 rescheduled: a crash or a failure in between leaves the row claimed, so it runs again once the claim lapses
@@ -52,8 +57,8 @@ __all__ = ["DEADLINE_PASSED", "GIVE_UP_GRACE", "OVERDUE_SCANS", "FollowUpRunner"
 log = structlog.get_logger(__name__)
 
 DEADLINE_PASSED = "deadline passed"  # the reason give_up gets when the row's deadline passed
-# A retry is never scheduled later than this past the deadline: its claim then finds the deadline passed and
-# gives up, so the give-up event comes at most about this (plus a scan) after the deadline.
+# A retry is never scheduled later than this past the deadline: that claim is the last run (asks once more, then
+# gives up unless done), so the give-up event comes at most about this (plus a scan and a call) after the deadline.
 GIVE_UP_GRACE = timedelta(seconds=1)
 # gateway_followups_overdue counts rows due more than this many scan intervals ago that nobody holds.
 OVERDUE_SCANS = 10
@@ -262,14 +267,17 @@ class FollowUpRunner:
     async def _handle(self, run: _Run) -> str | None:
         """One run of a claimed row; the outcome counted, None if our claim was fenced out meanwhile."""
         item = run.item
-        if self._now() > item.deadline_at:
-            return await self._give_up(run, DEADLINE_PASSED)
+        last = self._now() > item.deadline_at  # the last run: whatever the partner says, the row ends here
         try:
             # Through the partner's breaker, like every call to it: a failing partner opens the circuit (pausing
             # the adapter's consumers too) and runs wait at its gate. No free probes: a failed probe is this run's
             # retryable failure, and the row's own backoff follows.
             result = await self._breaker.call(lambda: self._call(run), FreeProbes(0))
         except RetryableError as exc:
+            if last:
+                log.info("followup_last_run_failed", adapter=self.adapter, kind=item.kind, id=item.id,
+                         error=type(exc).__name__, reason=exc.reason)
+                return await self._give_up(run, DEADLINE_PASSED)
             delay = self._backoff(item)
             if isinstance(exc, PartnerThrottled) and exc.retry_after_s:
                 delay = max(delay, exc.retry_after_s)
@@ -289,6 +297,8 @@ class FollowUpRunner:
             await self._store.schedule(self.adapter, request)
         if result.done:
             return await self._finish(run, "done", None)
+        if last:
+            return await self._give_up(run, DEADLINE_PASSED)
         delay = result.retry_after_s if result.retry_after_s is not None else self._backoff(item)
         return await self._reschedule(run, delay, "not yet")
 

@@ -228,7 +228,8 @@ async def blocked_writers(engine: AsyncEngine, count: int, sqlite_writers: set[i
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     async with engine.connect() as conn:
-        for _ in range(200):
+        # 30 s: on a loaded machine (parallel test workers) the two batches take a while to reach the lock.
+        for _ in range(600):
             if (await conn.execute(query)).scalar_one() >= count:
                 return
             await asyncio.sleep(0.05)
