@@ -130,15 +130,11 @@ class Unreadable(ValueError):
 
 def _int(fields: Mapping[str, Any], name: str) -> int:
     value = fields.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    if isinstance(value, bool) or not isinstance(value, int):  # a JSON integer, as the OpenAPI description says
         raise Unreadable(f"{name} is missing or not a whole number")
-    try:
-        number = int(value)
-    except ValueError:
-        raise Unreadable(f"{name} is not a whole number") from None
-    if not 0 <= number < 10**13:
+    if not 0 <= value < 10**13:
         raise Unreadable(f"{name} is out of range")
-    return number
+    return value
 
 
 def _text(fields: Mapping[str, Any], name: str, *, required: bool = True, limit: int = 50) -> str | None:
@@ -147,9 +143,9 @@ def _text(fields: Mapping[str, Any], name: str, *, required: bool = True, limit:
         if required:
             raise Unreadable(f"{name} is missing")
         return None
-    if not isinstance(value, str | int) or isinstance(value, bool) or len(str(value)) > limit:
-        raise Unreadable(f"{name} is not a short text")
-    return str(value)
+    if not isinstance(value, str) or len(value) > limit:
+        raise Unreadable(f"{name} is not a text of at most {limit} characters")
+    return value
 
 
 def _receipt_date(value: str | None) -> date | None:
