@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from gateway.cli_contracts import contracts_app
 from gateway.cli_ops import dlq_app, ledger_app, trace
+from gateway.cli_payment import payment_app
 from gateway.logging import configure_logging
 from gateway.runtime import tuning
 from gateway.settings import GatewaySettings, InvalidSettings, InvalidSettingValues, describe, load_settings
@@ -129,4 +130,5 @@ def schemas() -> None:
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(payment_app, name="payment")
 app.command("trace")(trace)

@@ -255,3 +255,65 @@ def expired_event(dossier_code: str, asked: Asked, *, at: datetime) -> Expired:
 def answer(code: int, message: str) -> bytes:
     """The platform's callback answer: {"return_code": 0|-1, "return_msg": ...}."""
     return json.dumps({"return_code": code, "return_msg": message}, ensure_ascii=False).encode()
+
+
+# ----- reconciliation ---------------------------------------------------------------------------------------------
+
+STATEMENT_COLUMNS: Final = ("transaction_id", "amount")  # required; transaction_code, dossier_code, paid_at optional
+
+
+def statement_lines(text: str) -> list[Any]:
+    """The collector's daily statement (CSV with a header) as reconciliation lines; ValueError naming the line."""
+    import csv
+    import io
+
+    from gateway.reconcile import Line
+
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in STATEMENT_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"the statement has no column {', '.join(missing)} (header: {reader.fieldnames})")
+    lines = []
+    for n, row in enumerate(reader, start=2):
+        try:
+            amount = int(row["amount"])
+        except (TypeError, ValueError):
+            raise ValueError(f"statement line {n}: amount is not a whole number") from None
+        if not row["transaction_id"]:
+            raise ValueError(f"statement line {n}: no transaction_id")
+        lines.append(Line(row["transaction_id"], amount, row.get("dossier_code") or ""))
+    return lines
+
+
+def recorded_lines(records: Iterable[Any], day: date) -> list[Any]:
+    """What the gateway recorded as paid on `day` (the e-receipt's date, else the day it learnt it, Vietnamese
+    time): payment.confirmed records of gateway.store.inbound."""
+    from datetime import timedelta, timezone
+
+    from gateway.reconcile import Line
+
+    vn = timezone(timedelta(hours=7))
+    out = []
+    for record in records:
+        fact = record.fact
+        if fact.kind != "payment.confirmed":
+            continue
+        event = json.loads(fact.event_value)
+        paid_on = date.fromisoformat(event["receipt_date"]) if event.get("receipt_date") else \
+            record.received_at.astimezone(vn).date()
+        if paid_on == day:
+            out.append(Line(fact.reference, int(event["amount"]), fact.dossier_code))
+    return out
+
+
+def reconciled_event(day: date, report: Any, at: datetime) -> bytes:
+    """payment.reconciled for the day's report, its id derived from the day and the counts."""
+    from contracts.payment import Reconciled
+
+    theirs, ours = report.totals()
+    event = Reconciled(
+        event_id=UUID(int=0), occurred_at=at, statement_date=day, matched=report.count("matched"),
+        missing_ours=report.count("missing_ours"), missing_theirs=report.count("missing_theirs"),
+        amount_mismatch=report.count("amount_mismatch"), statement_total=theirs, recorded_total=ours,
+    )
+    return event.model_copy(update={"event_id": event.derived_id()}).model_dump_json().encode()
