@@ -26,7 +26,15 @@ import aiohttp
 from aiohttp import web
 
 from adapters.payment import mapping
-from gateway.simulation import Simulator, argument_parser, knob_arguments, knob_bool, knob_number, run
+from gateway.simulation import (
+    Simulator,
+    argument_parser,
+    knob_arguments,
+    knob_bool,
+    knob_number,
+    knob_strings,
+    run,
+)
 
 VN = timezone(timedelta(hours=7))
 CREATE_PATH = "/api/v1/transactions"
@@ -60,7 +68,7 @@ class PaymentSimulator(Simulator):
 
     knob_names: ClassVar[tuple[str, ...]] = (
         "callback_url", "callback_delay_s", "callback_duplicates", "callback_loss", "callback_reorder",
-        "callback_retries", "callback_retry_s", "fail_creates",
+        "callback_retries", "callback_retry_s", "fail_creates", "outage", "reject_dossiers",
     )
 
     def __init__(self, *, client_id: str, key_1: str, key_2: str, seed: int | None = None,
@@ -82,6 +90,8 @@ class PaymentSimulator(Simulator):
         self.callback_retries = 5
         self.callback_retry_s = 0.2
         self.fail_creates = 0  # the next n creates answer 503
+        self.outage = False  # every create and inquiry answers 503
+        self.reject_dossiers: set[str] = set()  # creates for these dossiers are refused (error 07)
         self.counts: dict[str, int] = {k: 0 for k in ("created", "create_repeats", "bad_check_sum", "paid", "failed",
                                                       "callbacks_sent", "callbacks_lost", "callbacks_acked",
                                                       "callbacks_refused", "inquiries")}
@@ -93,8 +103,10 @@ class PaymentSimulator(Simulator):
     def _coerce_knob(name: str, value: Any) -> Any:
         if name == "callback_url":
             return str(value)
-        if name == "callback_reorder":
+        if name in ("callback_reorder", "outage"):
             return knob_bool(name, value)
+        if name == "reject_dossiers":
+            return set(knob_strings(name, value))
         if name in ("callback_duplicates", "callback_retries", "fail_creates"):
             return int(knob_number(name, value, whole=True))
         return knob_number(name, value, fraction=name == "callback_loss")
@@ -116,6 +128,8 @@ class PaymentSimulator(Simulator):
     # ----- the platform's API ---------------------------------------------------------------------------
 
     async def _create(self, request: web.Request) -> web.Response:
+        if self.outage:
+            return self._json({"error": "99", "message": "unavailable"}, status=503)
         if self.fail_creates > 0:
             self.fail_creates -= 1
             return self._json({"error": "99", "message": "unavailable"}, status=503)
@@ -129,19 +143,23 @@ class PaymentSimulator(Simulator):
         txn, amount = str(body.get("transaction_id", "")), body.get("trans_amount")
         if not 0 < len(txn) <= 20 or not isinstance(amount, int) or amount <= 0:
             return self._json({"error": "03", "message": "invalid transaction"})
+        dossier = str(body.get("bill_info", {}).get("MaHoSo", ""))
+        if dossier in self.reject_dossiers:
+            return self._json({"error": "07", "message": "the collecting agency refuses this bill"})
         known = self.transactions.get(txn)
         if known is not None:
             if known.amount != amount:
                 return self._json({"error": "04", "message": "transaction_id used with another amount"})
             self.counts["create_repeats"] += 1
         else:
-            dossier = str(body.get("bill_info", {}).get("MaHoSo", ""))
             self.transactions[txn] = Transaction(txn, amount, dossier)
             self.counts["created"] += 1
         return self._json({"error": "0", "payment_url": f"{self.base_url}/pay/{txn}"})
 
     async def _inquiry(self, request: web.Request) -> web.Response:
         self.counts["inquiries"] += 1
+        if self.outage:
+            return self._json({"error": "99", "message": "unavailable"}, status=503)
         try:
             body = mapping.decode_json_object(await request.read())
         except mapping.Unreadable:
