@@ -40,6 +40,7 @@ SCENARIOS: dict[str, str] = {
     "overhead": "bench.overhead",
     "added_latency": "bench.added_latency",
     "faults": "bench.faults",
+    "callbacks": "bench.callbacks",
 }
 
 
