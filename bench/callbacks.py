@@ -62,15 +62,14 @@ def _bodies(n: int) -> list[bytes]:
     return out
 
 
-async def _load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
-    """Post every body once; (seconds, latencies in ms, answers 200 with return_code 0)."""
+async def _load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], set[bytes]]:
+    """Post every body once; (seconds, latencies in ms, the bodies answered 200 with return_code 0)."""
     latencies: list[float] = []
-    ok = 0
+    ok: set[bytes] = set()
     queue = list(reversed(bodies))
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
         async def worker() -> None:
-            nonlocal ok
             while queue:
                 body = queue.pop()
                 started = time.perf_counter()
@@ -78,7 +77,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float,
                     answer = await r.read()
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status == 200 and b'"return_code":0' in answer.replace(b" ", b""):
-                    ok += 1
+                    ok.add(body)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -99,13 +98,13 @@ async def _durable(n: int, concurrency: int, workdir: Path, log: Callable[[str],
         await ensure_topics(bootstrap, {TOPIC: 4})
         await producer.start()
         bodies = _bodies(n)
-        for body in bodies:  # what was requested: the follow-up rows the callbacks are checked against
+        for i, body in enumerate(bodies):  # what was requested: the follow-up rows the callbacks are checked against
             fields = json.loads(body)
             asked = mapping.Asked(fields["transaction_id"], "FR", fields["trans_amount"], "00000000-0000-0000-0000-"
                                   "000000000001", "00000000-0000-0000-0000-000000000002", None)
             payload = {**asked.payload(), "expires_at": datetime.now(UTC).isoformat()}
             await store.followups.schedule("payment", FollowUpRequest(
-                INQUIRY, inquiry_key(asked.transaction_id), f"000.00.01.H34-240124-{bodies.index(body) % 10000:04d}",
+                INQUIRY, inquiry_key(asked.transaction_id), f"000.00.01.H34-240124-{i % 10000:04d}",
                 payload, 3600.0, 7200.0))
         handler = PaymentCallbacks(store, topic=TOPIC, config=_settings())
         listener = InboundListener([CallbackRoute(PATH, "payment", handler)], store=store.inbound,
@@ -114,13 +113,13 @@ async def _durable(n: int, concurrency: int, workdir: Path, log: Callable[[str],
         url = await listener.start() + PATH
         log(f"callbacks: durable, {n} callbacks, {concurrency} clients")
         seconds, latencies, ok = await _load(url, bodies, concurrency)
-        replay_s, _, replay_ok = await _load(url, bodies, concurrency)
+        replay_s, _, replayed = await _load(url, bodies, concurrency)  # replays, and the first pass's 503s again
         records = await read_topic(bootstrap, TOPIC, expect=n, timeout_s=60, idle_s=2)
         on_topic = {json.loads(r.value)["transaction_id"] for r in records}
-        acked = {json.loads(b)["transaction_id"] for b in bodies}  # every one was answered ok (checked below)
-        return {"accepted_per_s": round(ok / seconds, 1), "p99_ms": _p99(latencies), "accepted": ok,
-                "replay_per_s": round(replay_ok / replay_s, 1), "published_records": len(records),
-                "lost": len(acked - on_topic) if ok == n else n - ok}
+        acked = {json.loads(b)["transaction_id"] for b in ok | replayed}
+        return {"accepted_per_s": round(len(ok) / seconds, 1), "p99_ms": _p99(latencies), "accepted": len(ok),
+                "answered_retry": n - len(ok), "replay_per_s": round(len(replayed) / replay_s, 1),
+                "published_records": len(records), "lost": len(acked - on_topic)}
     finally:
         if listener is not None:
             await listener.stop()
@@ -145,11 +144,12 @@ async def _plain(n: int, concurrency: int) -> dict[str, Any]:
         seconds, latencies, ok = await _load(url, _bodies(n), concurrency)
     finally:
         await runner.cleanup()
-    return {"accepted_per_s": round(ok / seconds, 1), "p99_ms": _p99(latencies), "accepted": ok, "lost": None}
+    return {"accepted_per_s": round(len(ok) / seconds, 1), "p99_ms": _p99(latencies), "accepted": len(ok),
+            "lost": None}
 
 
 async def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    n, concurrency = (300, 16) if quick else (3000, 32)
+    n, concurrency = (300, 8) if quick else (2000, 8)
     with tempfile.TemporaryDirectory(prefix="bench-callbacks-") as tmp:
         durable = await _durable(n, concurrency, Path(tmp), log)
     log("callbacks: plain endpoint")

@@ -38,6 +38,7 @@ from gateway.simulation import (
 
 VN = timezone(timedelta(hours=7))
 CREATE_PATH = "/api/v1/transactions"
+MAX_RETRY_WAIT_S = 2.0  # a callback is sent again at most this long after the previous try
 INQUIRY_PATH = "/api/v1/transactions/inquiry"
 
 
@@ -68,7 +69,7 @@ class PaymentSimulator(Simulator):
 
     knob_names: ClassVar[tuple[str, ...]] = (
         "callback_url", "callback_delay_s", "callback_duplicates", "callback_loss", "callback_reorder",
-        "callback_retries", "callback_retry_s", "fail_creates", "outage", "reject_dossiers",
+        "callback_retries", "callback_retry_s", "fail_creates", "outage", "reject_dossiers", "lose_dossiers",
     )
 
     def __init__(self, *, client_id: str, key_1: str, key_2: str, seed: int | None = None,
@@ -92,6 +93,7 @@ class PaymentSimulator(Simulator):
         self.fail_creates = 0  # the next n creates answer 503
         self.outage = False  # every create and inquiry answers 503
         self.reject_dossiers: set[str] = set()  # creates for these dossiers are refused (error 07)
+        self.lose_dossiers: set[str] = set()  # callbacks for these dossiers are never sent (lost)
         self.counts: dict[str, int] = {k: 0 for k in ("created", "create_repeats", "bad_check_sum", "paid", "failed",
                                                       "callbacks_sent", "callbacks_lost", "callbacks_acked",
                                                       "callbacks_refused", "inquiries")}
@@ -105,7 +107,7 @@ class PaymentSimulator(Simulator):
             return str(value)
         if name in ("callback_reorder", "outage"):
             return knob_bool(name, value)
-        if name == "reject_dossiers":
+        if name in ("reject_dossiers", "lose_dossiers"):
             return set(knob_strings(name, value))
         if name in ("callback_duplicates", "callback_retries", "fail_creates"):
             return int(knob_number(name, value, whole=True))
@@ -190,7 +192,7 @@ class PaymentSimulator(Simulator):
         known.transaction_code = f"NP{len(self.transactions):06d}{txn[:6]}"
         known.paid_at = at or datetime.now(UTC)
         self.counts["paid" if paid else "failed"] += 1
-        if self.random.random() < self.callback_loss:
+        if known.dossier_code in self.lose_dossiers or self.random.random() < self.callback_loss:
             self.counts["callbacks_lost"] += 1
             return known
         for copy in range(1 + self.callback_duplicates):
@@ -224,7 +226,7 @@ class PaymentSimulator(Simulator):
             if 400 <= status < 500:
                 self.counts["callbacks_refused"] += 1
                 return
-            await asyncio.sleep(self.callback_retry_s * (2 ** attempt))
+            await asyncio.sleep(min(self.callback_retry_s * (2 ** attempt), MAX_RETRY_WAIT_S))
 
     # ----- statement ------------------------------------------------------------------------------------
 

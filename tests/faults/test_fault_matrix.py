@@ -18,6 +18,7 @@ CRASH_POINTS = {
     "portal": ("partner.answered", "copy.publish.next_tier"),
     "postal": ("feed.cursor.advance",),
     "tax": ("followup.complete",),
+    "payment": ("inbound.mark",),
 }
 # Raised failures: the steps each shape adds and one of each kind the pipeline shares (a partner call, a settle,
 # a copy into a tier, an answer, a dead letter, a commit). The rest of every scenario runs in `make faults`.
@@ -26,6 +27,7 @@ RAISE_POINTS = {
                "result.publish.stale", "dead_letter.publish.failed", "offset.commit"),
     "postal": ("partner_events.publish", "feed.publish", "feed.cursor.advance"),
     "tax": ("followup.schedule", "followup.publish", "followup.reschedule"),
+    "payment": ("inbound.publish", "outcome.record"),
 }
 CASES = [
     matrix_case(scenario, p, kind, "sqlite")
