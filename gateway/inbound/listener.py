@@ -116,13 +116,7 @@ class InboundListener:
                 raise Refused("content_type", f"content type must be {' or '.join(route.content_types)}")
             if request.content_length is not None and request.content_length > limit:
                 raise Refused("too_large", f"body over {limit} bytes")
-            try:
-                async with asyncio.timeout(self._settings.read_timeout_s):
-                    body = await request.content.read(limit + 1)
-            except TimeoutError:
-                raise Refused("timeout", "body not received in time") from None
-            if len(body) > limit:
-                raise Refused("too_large", f"body over {limit} bytes")
+            body = await self._body(request, limit)
             faults.hit("inbound.verify")
             accepted = await handler.verify(body)
         except Refused as refusal:
@@ -139,6 +133,20 @@ class InboundListener:
             log.warning("callback_not_durable", route=route.name, error=type(exc).__name__, error_text=str(exc)[:200])
             return 503, handler.answer_retry(), "retry"
         return 200, handler.answer_ok(), outcome
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        """The whole body (to its end, however the partner's packets split it), at most `limit` bytes, within the
+        read timeout."""
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self._settings.read_timeout_s):
+                async for chunk in request.content.iter_any():
+                    body += chunk
+                    if len(body) > limit:
+                        raise Refused("too_large", f"body over {limit} bytes")
+        except TimeoutError:
+            raise Refused("timeout", "body not received in time") from None
+        return bytes(body)
 
     async def _durable(self, route: CallbackRoute, accepted: Accepted) -> str:
         """Record, publish, mark: 'accepted' for a new fact, 'duplicate' for one recorded before."""

@@ -179,3 +179,39 @@ async def _all_acked(run: PaymentRun, codes: list[str]) -> bool:
     return all(run.sim.transactions[txn(c)].callbacks_acked for c in codes)
 
 
+
+
+async def test_a_source_outside_the_allow_list_and_a_body_too_slow_are_refused(kafka_bootstrap: str,
+                                                                               tmp_path: Path) -> None:
+    inbound = dict(allow_from=["10.0.0.0/8"], read_timeout_s=0.5)
+    async with payment_gateway(kafka_bootstrap, tmp_path, schedule=SLOW_INQUIRY, inbound=inbound) as run:
+        status, answer = await post(run, signed(callback("0123456789ABCDEF0123")))
+        assert (status, answer["return_code"]) == (403, -1) and counted(run, "refused_source") == 1
+    async with payment_gateway(kafka_bootstrap, tmp_path, schedule=SLOW_INQUIRY,
+                               inbound=dict(read_timeout_s=0.5)) as run:
+        host, port = run.callback_url.split("//")[1].split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /callbacks/payment/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"transaction_id\":")  # and then nothing more
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readline(), timeout=10)
+        writer.close()
+        assert b" 408 " in head and counted(run, "refused_timeout") == 1
+
+
+async def test_a_body_split_across_packets_is_read_whole(kafka_bootstrap: str, tmp_path: Path) -> None:
+    async with payment_gateway(kafka_bootstrap, tmp_path, schedule=SLOW_INQUIRY) as run:
+        code = dossier(1, day="240127")
+        await _requested(run, kafka_bootstrap, [code])
+        body = json.dumps(signed(callback(txn(code)))).encode()
+        host, port = run.callback_url.split("//")[1].split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /callbacks/payment/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:20])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the rest comes later, in another packet
+        writer.write(body[20:])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and b'"return_code":0' in answer
