@@ -433,12 +433,13 @@ def _spawn(argv: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[b
 
 
 async def _stop(proc: subprocess.Popen[bytes], *, dump: bool = False) -> int:
-    """SIGTERM (a clean stop: drain, release the feed's lease), SIGKILL after 20 s; returns the exit status.
+    """SIGTERM (a clean stop: drain, release the feed's lease), SIGKILL after 40 s; returns the exit status.
     With `dump` (a child of tests/faults/child.py), one that did not stop first writes its stacks to its log."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.to_thread(proc.wait, 20)
+            # 40 s: a drain may wait out drain_timeout_s, and parallel test workers slow everything down.
+            await asyncio.to_thread(proc.wait, 40)
         except subprocess.TimeoutExpired:
             if dump:
                 proc.send_signal(signal.SIGUSR2)

@@ -233,7 +233,12 @@ async def blocked_writers(engine: AsyncEngine, count: int, sqlite_writers: set[i
             if (await conn.execute(query)).scalar_one() >= count:
                 return
             await asyncio.sleep(0.05)
-    pytest.fail(f"{count} writers never waited on a lock")
+        # What the sessions were doing instead (this failed only under parallel workers, so far unexplained).
+        sessions = (await conn.execute(text(
+            "SELECT state, wait_event_type, wait_event, left(query, 80) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ))).all()
+    pytest.fail(f"{count} writers never waited on a lock; sessions: {[tuple(r) for r in sessions]}")
 
 
 async def test_two_processes_inserting_one_new_dossier_in_large_batches_have_one_winner(store_url: str) -> None:

@@ -123,7 +123,7 @@ async def test_a_failing_store_costs_the_lease_only_after_its_last_known_expiry(
         assert await wait_for(lambda: store.acquires > failing_since + 1)  # renewals keep being tried
         assert not keeper.healthy
         assert await wait_for(lambda: keeper.epoch() is None)
-        assert loop.time() - renewed_at <= 1.0 + 0.5  # lease_s, plus slack for a busy machine
+        assert loop.time() - renewed_at <= 1.0 + 1.5  # lease_s, plus slack for a busy machine (parallel workers)
         assert changes == [True, False]
         store.down = False
         assert await wait_for(lambda: keeper.epoch() == 1)  # nobody else took it: the store says it is ours
