@@ -129,66 +129,99 @@ def print_report(console: Console, r: PaymentReport) -> None:
     console.print(table)
 
 
+LOSS = 0.3  # of the callbacks, lost at random in `gateway demo`
+BANK_REFUSES = 0.1  # of the payments
+
+
+def simulator(seed: int, loss: float = LOSS) -> PaymentSimulator:
+    """The platform: callbacks lost at random, the rest sent twice in shuffled order."""
+    return PaymentSimulator(client_id=CLIENT_ID, key_1=KEY_1, key_2=KEY_2, seed=seed, callback_loss=loss,
+                            callback_duplicates=1, callback_reorder=True, callback_retry_s=0.2)
+
+
+def settings(sim: PaymentSimulator) -> PaymentSettings:
+    """The payment adapter's settings for the simulator (started), inquiry after 3 s."""
+    return PaymentSettings(
+        base_url=sim.base_url, client_id=CLIENT_ID, key_1=KEY_1, key_2=KEY_2,
+        return_url="https://dichvucong.example.vn/thanhtoan/xong", bank_bin="970415", account="113366668888",
+        inquiry_after_s=3.0, inquiry_interval_s=2.0, expire_after_s=600.0)
+
+
+def fee_commands(codes: list[str]) -> list[tuple[str, bytes, str]]:
+    """(dossier, command, command id): one fee request per dossier."""
+    out = []
+    for n, code in enumerate(codes, start=1):
+        value = _command(code, n)
+        out.append((code, value, json.loads(value)["event_id"]))
+    return out
+
+
+class Payer:
+    """The citizens: each pays once their request reached them (one in ten refused by the bank)."""
+
+    def __init__(self, sim: PaymentSimulator, watcher: PaymentWatcher, seed: int) -> None:
+        self.sim, self.watcher = sim, watcher
+        self.random = random.Random(seed)
+        self.paid: set[str] = set()
+
+    def pay_ready(self, commands: list[tuple[str, bytes, str]]) -> None:
+        for n, (code, _value, command_id) in enumerate(commands, start=1):
+            txn = transaction_id(code, f"FR-{n}")
+            if txn in self.sim.transactions and txn not in self.paid and command_id in self.watcher.answers:
+                self.paid.add(txn)
+                self.sim.pay(txn, paid=self.random.random() >= BANK_REFUSES)
+
+    def settled(self, commands: list[tuple[str, bytes, str]]) -> bool:
+        return len(self.paid) == len(commands) and report(self.sim, self.watcher, {
+            code: cid for code, _v, cid in commands}).lost == 0
+
+
 async def run(fees: int = 200, loss: float = 0.3, seed: int = 7, timeout_s: float = 180.0,
               console: Console | None = None, report_file: Path | None = None) -> int:
     console = console or Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-payment-"))
     broker = EmbeddedBroker()
     bootstrap = await asyncio.to_thread(broker.start)
-    sim = PaymentSimulator(client_id=CLIENT_ID, key_1=KEY_1, key_2=KEY_2, seed=seed, callback_loss=loss,
-                           callback_duplicates=1, callback_reorder=True, callback_retry_s=0.2)
+    sim = simulator(seed, loss)
     gw = watcher = None
     try:
-        url = await sim.start()
-        settings = GatewaySettings(
+        await sim.start()
+        settings_ = GatewaySettings(
             adapters=[PARTNER], database_url=f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
             kafka=KafkaSettings(bootstrap_servers=bootstrap, input_partitions=4), http=HttpSettings(port=0),
             inbound=InboundSettings(port=0),
             followups=FollowUpSettings(scan_interval_s=0.2, concurrency=32, batch=64, claim_s=15.0,
                                        backoff_initial_s=0.5, backoff_max_s=2.0),
         )
-        supplied = {PARTNER: PaymentSettings(
-            base_url=url, client_id=CLIENT_ID, key_1=KEY_1, key_2=KEY_2,
-            return_url="https://dichvucong.example.vn/thanhtoan/xong", bank_bin="970415", account="113366668888",
-            inquiry_after_s=3.0, inquiry_interval_s=2.0, expire_after_s=600.0)}
-        gw = await start_gateway(settings, adapter_settings=supplied)
+        supplied = {PARTNER: settings(sim)}
+        gw = await start_gateway(settings_, adapter_settings=supplied)
         assert gw.inbound is not None
         sim.set_knobs(callback_url=gw.inbound.url + supplied[PARTNER].callback_path)
-        watcher = PaymentWatcher(bootstrap, output_topic(PARTNER, settings.topics))
+        watcher = PaymentWatcher(bootstrap, output_topic(PARTNER, settings_.topics))
         await watcher.start()
-        rnd = random.Random(seed)
-        commands: dict[str, str] = {}
+        made = fee_commands([f"000.00.01.H34-240125-{n:04d}" for n in range(1, fees + 1)])
+        commands = {code: cid for code, _value, cid in made}
+        payer = Payer(sim, watcher, seed)
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         try:
-            for n in range(1, fees + 1):
-                code = f"000.00.01.H34-240125-{n:04d}"
-                value = _command(code, n)
-                commands[code] = json.loads(value)["event_id"]
-                await producer.send(input_topic(PARTNER, settings.topics), value, key=code.encode())
+            for code, value, _cid in made:
+                await producer.send(input_topic(PARTNER, settings_.topics), value, key=code.encode())
             await producer.flush()
         finally:
             await producer.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        paid: set[str] = set()
-        while loop.time() < deadline:
-            for code in commands:  # the citizen pays once the request reached them
-                txn = transaction_id(code, f"FR-{int(code[-4:])}")
-                if txn in sim.transactions and txn not in paid and commands[code] in watcher.answers:
-                    paid.add(txn)
-                    sim.pay(txn, paid=rnd.random() >= 0.1)
-            current = report(sim, watcher, commands)
-            if len(paid) == fees and current.lost == 0:
-                break
+        while loop.time() < deadline and not payer.settled(made):
+            payer.pay_ready(made)
             await asyncio.sleep(0.5)
         final = report(sim, watcher, commands)
         print_report(console, final)
         if report_file is not None:
             await asyncio.to_thread(report_file.write_text, json.dumps(asdict(final), indent=2) + "\n", "utf-8")
-        return 0 if final.lost == 0 and final.confirmed_twice == 0 and len(paid) == fees else 1
+        return 0 if final.lost == 0 and final.confirmed_twice == 0 and len(payer.paid) == fees else 1
     finally:
         if watcher is not None:
             await watcher.stop()
