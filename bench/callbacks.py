@@ -1,7 +1,7 @@
 """callbacks: signed payment callbacks accepted durably, side by side with a plain endpoint.
 
 The durable side is the gateway's inbound listener with the payment adapter's callback route, on a fresh
-embedded broker and a SQLite store: each callback is verified (HMAC-SHA256, key 2, in constant time), checked
+embedded broker and a SQLite store (then a PostgreSQL one, if CALLBACKS_PG_ADMIN_DSN or the local server answers): each callback is verified (HMAC-SHA256, key 2, in constant time), checked
 against its transaction's follow-up row (amount, currency), recorded (inbound_records), published (acks=all)
 and marked before it is answered. The plain side is an aiohttp endpoint on the same machine that reads the
 body and answers {"return_code": 0} (no verification, no store, no broker). The same load for both: N distinct
@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
@@ -88,10 +91,10 @@ def _p99(latencies: list[float]) -> float:
     return round(statistics.quantiles(latencies, n=100)[98], 2) if len(latencies) > 2 else 0.0
 
 
-async def _durable(n: int, concurrency: int, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+async def _durable(n: int, concurrency: int, database_url: str, log: Callable[[str], None]) -> dict[str, Any]:
     broker = await start_broker()
     bootstrap = broker.bootstrap_servers
-    store = await open_store(f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
+    store = await open_store(database_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     listener: InboundListener | None = None
     try:
@@ -151,10 +154,26 @@ async def _plain(n: int, concurrency: int) -> dict[str, Any]:
 async def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     n, concurrency = (300, 8) if quick else (2000, 8)
     with tempfile.TemporaryDirectory(prefix="bench-callbacks-") as tmp:
-        durable = await _durable(n, concurrency, Path(tmp), log)
+        durable = await _durable(n, concurrency, f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}", log)
+    out: dict[str, Any] = {"callbacks": n, "clients": concurrency, "durable": durable}
+    pg = os.environ.get("CALLBACKS_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"bench_callbacks_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = await asyncpg.connect(pg, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log(f"callbacks: no PostgreSQL at {pg} ({type(exc).__name__}): SQLite only")
+    else:
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            url = pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+            log("callbacks: durable on PostgreSQL")
+            out["durable_postgresql"] = await _durable(n, concurrency, url, log)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
     log("callbacks: plain endpoint")
-    plain = await _plain(n, concurrency)
-    return {"callbacks": n, "clients": concurrency, "durable": durable, "plain": plain}
+    out["plain"] = await _plain(n, concurrency)
+    return out
 
 
 if __name__ == "__main__":
