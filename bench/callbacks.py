@@ -1,7 +1,8 @@
 """callbacks: signed payment callbacks accepted durably, side by side with a plain endpoint.
 
 The durable side is the gateway's inbound listener with the payment adapter's callback route, on a fresh
-embedded broker and a SQLite store (then a PostgreSQL one, if CALLBACKS_PG_ADMIN_DSN or the local server answers): each callback is verified (HMAC-SHA256, key 2, in constant time), checked
+embedded broker and a SQLite store (then a PostgreSQL one, if CALLBACKS_PG_ADMIN_DSN or the local server
+answers): each callback is verified (HMAC-SHA256, key 2, in constant time), checked
 against its transaction's follow-up row (amount, currency), recorded (inbound_records), published (acks=all)
 and marked before it is answered. The plain side is an aiohttp endpoint on the same machine that reads the
 body and answers {"return_code": 0} (no verification, no store, no broker). The same load for both: N distinct
