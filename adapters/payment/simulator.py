@@ -179,7 +179,11 @@ class PaymentSimulator(Simulator):
             return self._json({"error": "05"}, status=404)
         outcome = "paid"
         if request.can_read_body:
-            outcome = str((await request.json()).get("outcome", "paid"))
+            try:
+                asked = mapping.decode_json_object(await request.read())
+            except mapping.Unreadable:
+                return self._json({"error": "02", "message": "malformed"}, status=400)
+            outcome = str(asked.get("outcome", "paid"))
         self.pay(known.transaction_id, paid=outcome == "paid")
         return self._json({"error": "0", "status": known.status})
 
