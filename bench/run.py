@@ -41,6 +41,7 @@ SCENARIOS: dict[str, str] = {
     "added_latency": "bench.added_latency",
     "faults": "bench.faults",
     "population": "bench.population",
+    "callbacks": "bench.callbacks",
 }
 
 

@@ -12,6 +12,9 @@ from pydantic import TypeAdapter
 
 from contracts import topics
 from contracts.events import DOSSIER_EVENT_ADAPTER, EVENT_TYPES
+from contracts.payment import COMMAND_TYPES as PAYMENT_COMMAND_TYPES
+from contracts.payment import PAYMENT_COMMAND_ADAPTER, PaymentTopicMessage
+from contracts.payment import TOPIC_TYPES as PAYMENT_TOPIC_TYPES
 from contracts.population import COMMAND_TYPES as POPULATION_COMMAND_TYPES
 from contracts.population import LOOKUP_ADAPTER, REPLY_ADAPTER, PopulationTopicMessage
 from contracts.population import TOPIC_TYPES as POPULATION_TOPIC_TYPES
@@ -104,6 +107,24 @@ TAX_EVENTS_DESCRIPTION = (
     "event types they do not know. Rule the schema cannot express: a notice's total is the sum of its items."
 )
 
+PAYMENT_COMMANDS_DESCRIPTION = (
+    "A command of the one-stop system to the payment platform (topic " + topics.commands_topic("payment") + ", "
+    "keyed by dossier code; contract 1.6): payment.collect_fees, the fee lines of one fee request of a dossier. The "
+    "gateway creates one transaction per (dossier, fee_request_id) at the platform. The payer's name and ID number "
+    "(which the platform's bill needs) travel only on this topic. Each command is answered by one "
+    "gateway.command_result on " + topics.partner_events_topic("payment") + "; a record that is not a payment "
+    "command is answered by gateway.input_invalid there and dead-lettered. docs/partners.md (Payment) explains them."
+)
+PAYMENT_EVENTS_DESCRIPTION = (
+    "Every message the gateway publishes on " + topics.partner_events_topic("payment") + " (contract 1.6), told "
+    "apart by the required event_type: payment.requested (payment URL and VietQR payload), then exactly one of "
+    "payment.confirmed (with the e-receipt), payment.failed or payment.expired per transaction (their event_id is "
+    "derived from the transaction alone: one outcome per transaction, whether learnt from the platform's signed "
+    "callback or its inquiry), payment.reconciled (a day's statement compared with the gateway's record, keyed "
+    "reconciliation:<date>), gateway.command_result or gateway.input_invalid. Readers skip event types they do "
+    "not know. No message here carries the payer's name or ID number."
+)
+
 
 POPULATION_COMMANDS_DESCRIPTION = (
     "A citizen lookup of the one-stop system for the population database (topic "
@@ -191,7 +212,16 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         TypeAdapter(TaxTopicMessage), "tax-event.v1.json", "TaxTopicMessage", TAX_TOPIC_TYPES,
         TAX_EVENTS_DESCRIPTION,
     )
+    payment_events = _union(
+        TypeAdapter(PaymentTopicMessage), "payment-event.v1.json", "PaymentTopicMessage", PAYMENT_TOPIC_TYPES,
+        PAYMENT_EVENTS_DESCRIPTION,
+    )
     return {
+        "payment-command.v1.json": _union(
+            PAYMENT_COMMAND_ADAPTER, "payment-command.v1.json", "PaymentCommand", PAYMENT_COMMAND_TYPES,
+            PAYMENT_COMMANDS_DESCRIPTION,
+        ),
+        "payment-event.v1.json": payment_events,
         "postal-command.v1.json": _union(
             POSTAL_COMMAND_ADAPTER, "postal-command.v1.json", "PostalCommand", POSTAL_COMMAND_TYPES,
             POSTAL_COMMANDS_DESCRIPTION,
@@ -257,7 +287,7 @@ def asyncapi() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Provincial one-stop integration gateway",
-            "version": "1.5.0",
+            "version": "1.6.0",
             "description": "Kafka topics between the one-stop system and the partner gateway. "
             "Messages are JSON (UTF-8), keyed by dossier code; order holds per dossier. 1.1 adds InputInvalid: "
             "every input record that is not a dossier event is answered on the results topic too "
@@ -272,7 +302,10 @@ def asyncapi() -> dict[str, Any]:
             "document its download link and digitisation marks, per fee its kind and collection form. "
             "1.5 adds the population database: citizen lookups (request/reply: each answered once on the reply "
             "topic the request names) and population.consulted; the SOAP side is "
-            "contracts/population/population.v1.wsdl.",
+            "contracts/population/population.v1.wsdl. "
+            "1.6 adds the payment platform: the command payment.collect_fees and the payment events (requested, "
+            "confirmed, failed, expired, reconciled); the platform's callbacks to the gateway are HTTP "
+            "(contracts/openapi/payment-callbacks.v1.json).",
         },
         "defaultContentType": "application/json",
         "channels": {
@@ -311,6 +344,14 @@ def asyncapi() -> dict[str, Any]:
             "populationEvents": {
                 "address": topics.partner_events_topic("population_db"),
                 "messages": {"populationMessage": {"$ref": "#/components/messages/PopulationMessage"}},
+            },
+            "paymentCommands": {
+                "address": topics.commands_topic("payment"),
+                "messages": {"paymentCommand": {"$ref": "#/components/messages/PaymentCommand"}},
+            },
+            "paymentEvents": {
+                "address": topics.partner_events_topic("payment"),
+                "messages": {"paymentMessage": {"$ref": "#/components/messages/PaymentMessage"}},
             },
             "syncResults": {
                 "address": topics.SYNC_RESULTS,
@@ -360,6 +401,18 @@ def asyncapi() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/populationEvents"},
                 "summary": "The gateway reports that a dossier consulted the population database (no personal "
                 "data), and answers records on the lookup topic that are not lookups.",
+            },
+            "consumePaymentCommands": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/paymentCommands"},
+                "summary": "The gateway consumes the one-stop system's fee requests (collect these fees for a "
+                "dossier).",
+            },
+            "publishPaymentEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/paymentEvents"},
+                "summary": "The gateway answers each fee request and reports each transaction's request and its one "
+                "outcome (confirmed, failed, expired), and each day's reconciliation.",
             },
             "consumeDossierEvents": {
                 "action": "receive",
@@ -438,6 +491,29 @@ def asyncapi() -> dict[str, Any]:
                         {"name": name, "summary": f"contracts/examples/population_db/events/{name}.json",
                          "payload": payload}
                         for name, payload in examples("population_db/events").items()
+                    ],
+                },
+                "PaymentCommand": {
+                    "name": "PaymentCommand",
+                    "bindings": {"kafka": {"key": key}},
+                    "payload": {"$ref": "./schemas/payment-command.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/payment/{name}.json", "payload": payload}
+                        for name, payload in examples("payment").items()
+                    ],
+                },
+                "PaymentMessage": {
+                    "name": "PaymentMessage",
+                    "summary": "A payment event, the answer to a fee request, or the answer to an unreadable one.",
+                    "bindings": {"kafka": {"key": {
+                        "type": "string",
+                        "description": "the dossier code; reconciliation:<yyyy-mm-dd> for payment.reconciled; none "
+                        "for an unreadable record without a dossier key",
+                    }}},
+                    "payload": {"$ref": "./schemas/payment-event.v1.json"},
+                    "examples": [
+                        {"name": name, "summary": f"contracts/examples/payment/events/{name}.json", "payload": payload}
+                        for name, payload in examples("payment/events").items()
                     ],
                 },
                 "DossierEvent": {

@@ -288,7 +288,7 @@ class PaymentConfirmation(StrEnum):
     """Who confirmed the payment."""
 
     TAX_OFFICE_VOUCHER = "tax_office_voucher"  # the tax office's payment voucher (LayChungTuNopTien)
-    PAYMENT_PLATFORM = "payment_platform"  # reserved: the payment adapter's confirmation, once it exists
+    PAYMENT_PLATFORM = "payment_platform"  # the payment platform's payment.confirmed naming the notice
 
 
 class ObligationFulfilled(TaxEvent):
@@ -305,8 +305,8 @@ class ObligationFulfilled(TaxEvent):
     )
     confirmed_by: PaymentConfirmation = Field(
         default=PaymentConfirmation.TAX_OFFICE_VOUCHER,
-        description="tax_office_voucher (the tax office's voucher); payment_platform is reserved for the payment "
-        "adapter and not sent yet",
+        description="tax_office_voucher (the tax office's voucher) or payment_platform (the payment platform's "
+        "payment.confirmed naming this notice, contract 1.4)",
     )
 
 

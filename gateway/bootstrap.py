@@ -21,6 +21,7 @@ from gateway.delivery.replies import ReplyTopicPublisher
 from gateway.feeds.poller import FeedPoller, default_holder
 from gateway.followups.runner import FollowUpRunner
 from gateway.http_server import OperatorServer
+from gateway.inbound.listener import InboundListener
 from gateway.kafka_admin import ensure_topics
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -77,6 +78,7 @@ class Gateway:
     runtimes: list[AdapterRuntime] = field(default_factory=list)
     server: OperatorServer | None = None
     store: Store | None = None
+    inbound: InboundListener | None = None
     _sampler: asyncio.Task[None] | None = None
     _index_gauges: Any = None  # gateway.index.metrics.IndexGauges, built at the first sample
     _index_due: float = 0.0
@@ -151,6 +153,8 @@ class Gateway:
         """Drain consumers, then close clients, the broker, the database and the endpoint."""
         if self._sampler is not None:
             self._sampler.cancel()
+        if self.inbound is not None:  # partners get no answer from now on: they call again later
+            await self.inbound.stop()
         await asyncio.gather(*(p.stop() for rt in self.runtimes for p in rt.pollers), return_exceptions=True)
         await asyncio.gather(*(rt.follow_ups.stop() for rt in self.runtimes if rt.follow_ups is not None),
                              return_exceptions=True)
@@ -287,8 +291,10 @@ async def start_gateway(
             extra=security_options(settings.kafka),
         )
         holder = default_holder()  # this process, as the holder of the feeds' leases
+        callbacks: list[Any] = []
         for name in settings.adapters:
             parts = parts_of[name]
+            callbacks.extend(parts.callbacks)
             adapter, client = parts.handlers, parts.client
             breaker = CircuitBreaker(
                 name,
@@ -385,6 +391,10 @@ async def start_gateway(
         await asyncio.gather(*(c.start() for rt in gw.runtimes for c in rt.consumers))
         await asyncio.gather(*(p.start() for rt in gw.runtimes for p in rt.pollers))
         await asyncio.gather(*(rt.follow_ups.start() for rt in gw.runtimes if rt.follow_ups is not None))
+        if callbacks:  # only when an adapter has routes: no public port otherwise
+            gw.inbound = InboundListener(callbacks, store=store.inbound, publisher=publisher,
+                                         settings=settings.inbound, metrics=metrics)
+            await gw.inbound.start()
         if serve_http:
             gw.server = OperatorServer(metrics, gw.readiness, settings.http.host, settings.http.port)
             await gw.server.start()

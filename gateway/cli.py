@@ -21,6 +21,7 @@ from gateway.cli_audit import audit_app
 from gateway.cli_check import check
 from gateway.cli_contracts import contracts_app
 from gateway.cli_ops import dlq_app, ledger_app, trace
+from gateway.cli_payment import payment_app
 from gateway.logging import configure_logging
 from gateway.runtime import tuning
 from gateway.settings import GatewaySettings, InvalidSettings, InvalidSettingValues, describe, load_settings
@@ -132,6 +133,7 @@ def schemas() -> None:
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(payment_app, name="payment")
 app.command("trace")(trace)
 app.command("index")(cli_index.index)
 app.add_typer(audit_app, name="audit")

@@ -35,12 +35,14 @@ from rich.table import Table
 from adapters.national_portal import mapping
 from adapters.national_portal.settings import PortalSettings
 from adapters.national_portal.simulator import PortalSimulator
+from adapters.payment.simulator import PaymentSimulator
 from adapters.postal.simulator import PostalSimulator
 from adapters.tax.simulator import TaxSimulator
 from contracts.events import ProcessingStepDone, Rated
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
-from gateway import demo_population, demo_postal, demo_tax
+from gateway import demo_payment, demo_population, demo_postal, demo_tax
 from gateway.bootstrap import Gateway, start_gateway
+from gateway.demo_payment import PaymentReport, PaymentWatcher
 from gateway.demo_postal import PostalReport, PostalWatcher
 from gateway.demo_tax import TaxReport, TaxWatcher
 from gateway.embedded_broker import EmbeddedBroker
@@ -49,9 +51,9 @@ from gateway.loadgen.postal import postal_commands
 from gateway.loadgen.tax import tax_commands
 from gateway.metrics import GatewayMetrics
 from gateway.plugins import input_topic, output_topic, settings_environment
-from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, KafkaSettings
+from gateway.settings import FeedSettings, GatewaySettings, HttpSettings, InboundSettings, KafkaSettings
 
-ADAPTERS = ["national_portal", "postal", "tax", "population_db"]
+ADAPTERS = ["national_portal", "postal", "tax", "population_db", "payment"]
 # Orders progress every demo_postal.TICK_S: poll the tracking feed about as often, so a final state reaches the
 # topic within a second, and come back fast after an injected error (production polls every 5 s).
 DEMO_FEEDS = FeedSettings(interval_s=0.5, backoff_initial_s=0.2, backoff_max_s=2.0)
@@ -83,6 +85,8 @@ class DemoReport:
     """The tax adapter's part: its own `lost`, `converged`, `second_submissions`."""
     population: demo_population.PopulationReport = field(default_factory=demo_population.PopulationReport)
     """The population database's part: lookups answered, refused (policy, rate limit), `lost`."""
+    payment: PaymentReport = field(default_factory=PaymentReport)
+    """The payment adapter's part (fee requests, callbacks lost and recovered by inquiry): `lost`, `confirmed_twice`."""
 
 
 def _without_facts(record: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +245,8 @@ async def run_demo(
     watcher: ResultWatcher | None = None
     postal_watcher: PostalWatcher | None = None
     tax_watcher: TaxWatcher | None = None
+    pay_sim: PaymentSimulator = demo_payment.simulator(seed)
+    pay_watcher: PaymentWatcher | None = None
     keys_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-keys-"))  # the throw-away land-office key; removed
     try:
         tax_office, keys = await asyncio.to_thread(demo_tax.simulator, keys_dir, seed)  # RSA keys: off the loop
@@ -249,6 +255,7 @@ async def run_demo(
         postal_url = await post.start()
         await tax_office.start()
         await population.start()
+        await pay_sim.start()
         settings = GatewaySettings(
             adapters=ADAPTERS,
             database_url=database_url or f"sqlite+aiosqlite:///{workdir / 'gateway.db'}",
@@ -256,16 +263,19 @@ async def run_demo(
             http=HttpSettings(port=0),
             feeds=DEMO_FEEDS,
             followups=demo_tax.FOLLOW_UPS,
+            inbound=InboundSettings(port=0),  # the payment platform's callbacks
         )
         portal = PortalSettings(
             base_url=portal_url, username="gateway", password="secret", dstcode="H34", madonvi="000.00.00.H55"  # noqa: S106
         )
         supplied = {
             "national_portal": portal, "postal": demo_postal.settings(postal_url),
-            "tax": demo_tax.settings(tax_office, keys),
+            "tax": demo_tax.settings(tax_office, keys), "payment": demo_payment.settings(pay_sim),
             "population_db": demo_population.settings(population),
         }
         gw = await start_gateway(settings, adapter_settings=supplied)
+        assert gw.inbound is not None
+        pay_sim.set_knobs(callback_url=gw.inbound.url + demo_payment.settings(pay_sim).callback_path)
         commands_topic = input_topic("postal", settings.topics)
         postal_events = output_topic("postal", settings.topics)
         tax_commands_topic = input_topic("tax", settings.topics)
@@ -294,11 +304,14 @@ async def run_demo(
         await postal_watcher.start()
         tax_watcher = TaxWatcher(bootstrap, tax_events)
         await tax_watcher.start()
+        pay_watcher = PaymentWatcher(bootstrap, output_topic("payment", settings.topics))
+        await pay_watcher.start()
         report = DemoReport(dossiers=dossiers, events_produced=0)
         if dossiers > 0:
             report = await _drive(
                 dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
                 _Postal(post, postal_watcher, commands_topic), _Tax(tax_office, tax_watcher, tax_commands_topic),
+                _Payment(pay_sim, pay_watcher, input_topic("payment", settings.topics)),
             )
             report.population = await demo_population.run(
                 bootstrap, input_topic("population_db", settings.topics), population, seed
@@ -313,6 +326,9 @@ async def run_demo(
             await _wait_for_signal()
         return 0 if (dossiers == 0 or _succeeded(report)) else 1
     finally:
+        if pay_watcher is not None:
+            await pay_watcher.stop()
+        await pay_sim.stop()
         if tax_watcher is not None:
             await tax_watcher.stop()
         if postal_watcher is not None:
@@ -337,6 +353,7 @@ def _succeeded(report: DemoReport) -> bool:
         and postal.converged and postal.lost == 0 and not postal.second_effects
         and tax.converged and tax.lost == 0 and not tax.second_submissions
         and report.population.converged and not report.population.addresses_leaked
+        and report.payment.lost == 0 and report.payment.confirmed_twice == 0
     )
 
 
@@ -346,6 +363,15 @@ class _Postal:
 
     sim: PostalSimulator
     watcher: PostalWatcher
+    commands_topic: str
+
+
+@dataclass
+class _Payment:
+    """The payment side of a run: its simulator, what reads its topic, where its fee requests go."""
+
+    sim: PaymentSimulator
+    watcher: PaymentWatcher
     commands_topic: str
 
 
@@ -360,7 +386,7 @@ class _Tax:
 
 async def _drive(
     dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
-    console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax,
+    console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax, payment: _Payment,
 ) -> DemoReport:
     journeys = generate_journeys(dossiers, seed=seed)
     events = interleave(journeys)
@@ -370,6 +396,10 @@ async def _drive(
     tax.sim.set_knobs(silent_dossiers=demo_tax.silent_dossiers(forms, seed))
     items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
     items = demo_tax.schedule(items, forms, tax.commands_topic)
+    # A fee request for every dossier, after its events; its citizen pays once the request reached them.
+    fees = demo_payment.fee_commands([j.dossier_code for j in journeys])
+    items += [(payment.commands_topic, code.encode(), value, cid) for code, value, cid in fees]
+    payer = demo_payment.Payer(payment.sim, payment.watcher, seed)
     report = DemoReport(dossiers=dossiers, events_produced=len(events))
     metrics = gw.metrics
     started = time.perf_counter()
@@ -382,6 +412,7 @@ async def _drive(
         synced_task = progress.add_task("synced", total=len(events), info="")
         postal_task = progress.add_task("postal", total=len(commands), info="")
         tax_task = progress.add_task("tax", total=len(forms), info="")
+        pay_task = progress.add_task("payment", total=len(fees), info="")
         producer = asyncio.create_task(_produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n)))
         while True:
             await asyncio.sleep(0.5)
@@ -401,10 +432,15 @@ async def _drive(
             )
             tax_done, tax_info = demo_tax.progress(forms, tax.sim, tax.watcher)
             progress.update(tax_task, completed=tax_done, info=tax_info)
+            payer.pay_ready(fees)
+            stats = payment.sim.stats
+            progress.update(pay_task, completed=len(payer.paid), info=f"paid {stats['paid']}  callbacks lost "
+                            f"{stats['callbacks_lost']}  inquiries {stats['inquiries']}")
             if (
                 producer.done() and done >= len(events)
                 and demo_postal.settled(commands, postal.sim, postal.watcher)
                 and demo_tax.settled(forms, tax.sim, tax.watcher)
+                and payer.settled(fees)
             ):
                 lost = count_lost(journeys, sim.dossiers)
                 if not lost:
@@ -431,6 +467,7 @@ async def _drive(
     report.tax = demo_tax.report(forms, tax.sim, tax.watcher)
     report.tax.commands_in = int(_adapter_total(metrics, "gateway_events_in_total", "tax"))
     report.tax.retried = int(_adapter_total(metrics, "gateway_retries_total", "tax"))
+    report.payment = demo_payment.report(payment.sim, payment.watcher, {code: cid for code, _v, cid in fees})
     # The portal's convergence is judged alone, as before; the postal and tax parts have their own.
     report.converged = report.lost == 0 and done >= len(events)
     return report
@@ -462,6 +499,7 @@ def _print_summary(console: Console, report: DemoReport) -> None:
     _print_postal(console, report.postal)
     demo_tax.print_report(console, report.tax)
     demo_population.print_report(console, report.population)
+    demo_payment.print_report(console, report.payment)
 
 
 def _print_postal(console: Console, postal: PostalReport) -> None:

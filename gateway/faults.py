@@ -75,6 +75,13 @@ POINTS: tuple[str, ...] = (
     # the request names (before the settle, like partner events), then the settle.
     "access_log.record",  # before the access-log row of a lookup is written (gateway.store.access_log)
     "reply.publish",  # before a delivered request's reply is published on its reply topic
+    # Inbound callbacks (gateway.inbound): verify, record, publish, mark published, answer the partner.
+    "inbound.verify",  # before the adapter verifies a callback (signature, known transaction, amount)
+    "inbound.record",  # before the callback's outcome is recorded (unique per adapter and record key)
+    "inbound.publish",  # recorded; before its event is published
+    "inbound.mark",  # published; before the record is marked published
+    "inbound.answer",  # marked; before the partner gets its success answer
+    "outcome.record",  # a follow-up (inquiry) found the outcome; before it is recorded (the same unique key)
 )
 KINDS: tuple[str, ...] = ("raise", "crash")
 

@@ -46,6 +46,12 @@ FEED_POLL_OUTCOMES = ("ok", "empty", "failed", "not_leader")
 # partner retryably (rescheduled), the deadline passed or the partner refused for good (gave_up), or the run
 # failed on our side — database, broker, a handler bug — and the row runs again once its claim lapses (failed).
 FOLLOWUP_OUTCOMES = ("done", "rescheduled", "gave_up", "failed")
+# gateway_inbound_requests_total{outcome}: a partner's callback recorded and published (accepted), seen before
+# (duplicate), our side down so the partner must retry (retry), or refused (refused_<reason>, gateway.inbound).
+INBOUND_OUTCOMES = (
+    "accepted", "duplicate", "retry", "refused_content_type", "refused_too_large", "refused_timeout",
+    "refused_malformed", "refused_signature", "refused_unknown", "refused_amount", "refused_source",
+)
 
 
 def failure_classes() -> tuple[str, ...]:
@@ -154,6 +160,18 @@ class GatewayMetrics:
         self.followups_overdue = Gauge(
             "gateway_followups_overdue",
             "Follow-ups due for a while (10 scan intervals) that no runner holds (sampled by the runner)",
+            ["adapter", "kind"], registry=r,
+        )
+        self.inbound_requests = Counter(
+            "gateway_inbound_requests_total", "Partner callbacks on the inbound listener, by route and outcome",
+            ["route", "outcome"], registry=r,
+        )
+        self.inbound_seconds = Histogram(
+            "gateway_inbound_seconds", "Time from a callback's arrival to its answer", ["route"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.reconciliation_mismatches = Counter(
+            "gateway_reconciliation_mismatches_total", "Discrepancies found reconciling a partner's statement",
             ["adapter", "kind"], registry=r,
         )
         self.broker_connected = Gauge(

@@ -447,6 +447,13 @@ class Pipeline:
         # What the partner reported is published before the input is marked done: a fault in between
         # delivers the input again, the partner answers the same key the same way, and the events go out
         # again under the same ids (readers de-duplicate). After the mark there would be nothing to redo it.
+        # What the gateway must come back for is scheduled first (idempotent per key, "followup.schedule"): once
+        # an event is out, a partner may act on it (a payer pays, the platform calls back) and whatever checks that
+        # call against the follow-up's row must find it.
+        for request in delivered.follow_ups:
+            if self._follow_ups is None:
+                raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
+            await self._follow_ups.schedule(self._name, request)
         for emitted in delivered.events:
             if emitted.topic is not None:  # a request's reply: only ever to the topic the flow answers it on
                 if emitted.topic != answer_topic(self._flow, event):
@@ -456,11 +463,6 @@ class Pipeline:
                 continue
             hit("partner_events.publish")
             await self._results.publish(self._events_topic, emitted.value, key=emitted.key)
-        # Likewise what the gateway must come back for: scheduling is idempotent per key ("followup.schedule").
-        for request in delivered.follow_ups:
-            if self._follow_ups is None:
-                raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
-            await self._follow_ups.schedule(self._name, request)
         hit("settle")
         won = await self._settle(
             Settlement(self._name, str(event.event_id), advance, entries, "synced", access=delivered.access)

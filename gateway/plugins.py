@@ -57,8 +57,8 @@ class BuildContext:
     settings: Any | None = None
     """The adapter's settings object when the caller supplies one (tests); else it reads its environment."""
     store: Any | None = None
-    """The process's store (gateway.store.Store), for adapters that keep state of their own (facts, index rows,
-    an access log)."""
+    """The gateway's open store (gateway.store.Store), for adapters that keep or look up state of their own (facts,
+    index rows, an access log, follow-up and inbound rows); None when built without one."""
     reply_prefix: str = "onestop.replies."
     """What every reply topic a request names must start with (settings.replies.topic_prefix)."""
 
@@ -93,6 +93,8 @@ class AdapterParts:
     probe: Probe | None = None
     """Reaches the partner as a call would (login, token, an authenticated read), once `client.start()` ran;
     returns one line saying what answered, raises (a gateway.errors class) when it cannot. `gateway check`."""
+    callbacks: tuple[Any, ...] = field(default=())
+    """Routes partners call back on (gateway.inbound.model.CallbackRoute), served by the public inbound listener."""
 
 
 class AdapterPlugin(Protocol):

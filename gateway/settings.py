@@ -345,6 +345,34 @@ class ReplySettings(_Section):
         description="retention.ms of the reply topics the gateway creates (default 1 h)",
     )
     partitions: int = Field(default=1, ge=1, le=100, description="partitions of a reply topic the gateway creates")
+class InboundSettings(_Section):
+    """The public listener partners call back on (gateway.inbound): never the operator endpoint, so /metrics and
+    health stay private. It starts only when an adapter has callback routes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9500, ge=0, le=65535, description="0: any free port")
+    max_body_bytes: int = Field(
+        default=65_536, ge=256, le=16 * 1024 * 1024, description="a longer body is refused unread (413)"
+    )
+    read_timeout_s: float = Field(default=10.0, gt=0, description="a body not read within this is refused (408)")
+    durable_timeout_s: float = Field(
+        default=5.0, gt=0, description="recording and publishing a callback longer than this answers 503 (retry)"
+    )
+    allow_from: list[str] = Field(
+        default=[], description="source networks allowed to call (CIDR, e.g. 203.0.113.0/24); empty: any"
+    )
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR, e.g. 203.0.113.0/24)") from None
+        return value
 
 
 class GatewaySettings(BaseSettings):
@@ -364,6 +392,7 @@ class GatewaySettings(BaseSettings):
     feeds: FeedSettings = FeedSettings()
     followups: FollowUpSettings = FollowUpSettings()
     replies: ReplySettings = ReplySettings()
+    inbound: InboundSettings = InboundSettings()
     adapters: list[str] = Field(default=["national_portal"], description="adapters this process runs")
 
     @field_validator("adapters")

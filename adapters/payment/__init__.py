@@ -1,1 +1,1 @@
-"""payment adapter (planned: see docs/architecture.md)."""
+"""The payment platform adapter: fee requests, signed callbacks, VietQR, inquiry and reconciliation."""

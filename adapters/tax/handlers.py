@@ -19,6 +19,7 @@ from uuid import UUID
 from adapters.tax import mapping
 from contracts.tax import PARTNER, DetermineObligations, FollowUpFailure, FollowUpStage
 from gateway.adapter import Delivered, Emitted, Exchange
+from gateway.errors import InvalidMessage
 from gateway.followups.model import FollowUp, FollowUpRequest, FollowUpResult
 
 ADAPTER_NAME = PARTNER
@@ -178,3 +179,31 @@ class TaxFollowUps:
         failed = mapping.follow_up_failed(item.dossier_code, correlation, stage, reference, _failure(reason), reason)
         return (Emitted(failed, key),)
 
+
+
+class PaidThroughPlatform:
+    """Reacts to `payment.confirmed` on the payment platform's events topic when it names a tax notice: the land
+    dossier's obligation is fulfilled (tax.obligation_fulfilled, confirmed_by payment_platform). The event id is
+    the voucher's (dossier and notice), so the tax office's voucher, found later by the tax.payment follow-up, is
+    the same fact to readers. No call to the tax office: it learns of the payment from the treasury itself."""
+
+    name = ADAPTER_NAME
+    ordered_by_version = False
+
+    def wants(self, event: Any) -> bool:
+        return bool(getattr(event, "event_type", None) == "payment.confirmed" and event.get("tax_notice_id"))
+
+    async def deliver(self, event: Any) -> Delivered:
+        try:
+            notice = str(event.get("tax_notice_id"))
+            amount = int(event.get("amount"))
+            paid_at = datetime.fromisoformat(str(event.get("occurred_at")))
+            url = event.get("receipt_url")
+            fact = mapping.paid_through_platform(
+                event.dossier_code, event.correlation_id or event.event_id, event.event_id, notice, paid_at, amount,
+                url if isinstance(url, str) else None,
+            )
+        except (TypeError, ValueError) as exc:  # not what the payment contract promises
+            raise InvalidMessage(f"payment.confirmed unreadable for the tax office: {type(exc).__name__}") from None
+        return Delivered(partner_status=None, partner_answer=f"notice {notice} paid through the payment platform",
+                         events=(Emitted(fact, event.dossier_code.encode()),), partner_reference=notice)

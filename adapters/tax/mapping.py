@@ -239,3 +239,13 @@ def payload_text(payload: Mapping[str, str | int | None], name: str) -> str:
     if value is None:
         raise ValueError(f"follow-up payload without {name}")
     return str(value)
+
+
+def paid_through_platform(dossier_code: str, correlation_id: UUID, causation_id: UUID, notice_id: str,
+                          paid_at: datetime, amount: int, receipt_url: str | None) -> bytes:
+    """tax.obligation_fulfilled from the payment platform's confirmation: the same event id as the voucher's
+    (dossier and notice), so readers see one fact whichever source told it first."""
+    return _bytes(ObligationFulfilled(
+        **_envelope(dossier_code, correlation_id, causation_id), notice_id=notice_id, paid_at=paid_at,
+        amount=amount, voucher_url=receipt_url, confirmed_by=PaymentConfirmation.PAYMENT_PLATFORM,
+    ))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import cast
 
 from adapters.tax.client import TaxClient
-from adapters.tax.handlers import ADAPTER_NAME, TaxApi, TaxFollowUps, TaxHandlers
+from adapters.tax.handlers import ADAPTER_NAME, PaidThroughPlatform, TaxApi, TaxFollowUps, TaxHandlers
 from adapters.tax.settings import TaxSettings
 from contracts.tax import parse_tax_command
 from gateway.delivery.flows import CommandFlow
 from gateway.observe import ObservedClient
-from gateway.plugins import AdapterParts, BuildContext, Plugin, read_settings
+from gateway.plugins import AdapterParts, BuildContext, Plugin, Reaction, read_settings
 from gateway.soap.signing import certificate_sha256
 
 
@@ -26,6 +26,9 @@ def build(context: BuildContext) -> AdapterParts:
         flow=CommandFlow(parse_tax_command),
         follow_ups=TaxFollowUps(observed, topic=context.events_topic, schedule=settings),
         probe=client.probe,
+        # A land dossier's fees paid through the payment platform fulfil its obligation (contract: payment.confirmed
+        # names the notice it paid in tax_notice_id).
+        reactions=(Reaction("payment", PaidThroughPlatform()),),
     )
 
 

@@ -287,3 +287,10 @@ class FollowUpStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(followups).where(followups.c.id == id))).first()
         return None if row is None else _stored(row)
+
+    async def by_key(self, adapter: str, key: str) -> StoredFollowUp | None:
+        """One row by (adapter, key), None if there is none (what a delivery asked to follow up)."""
+        t = followups.c
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(followups).where(t.adapter == adapter, t.key == key))).first()
+        return None if row is None else _stored(row)

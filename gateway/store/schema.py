@@ -269,3 +269,27 @@ access_log = Table(
     Index("ix_access_log_agency_code_recorded_at", "agency_code", "recorded_at"),
     Index("ix_access_log_recorded_at", "recorded_at"),
 )
+
+# Inbound callbacks and the outcomes they state (gateway.inbound): one row per (adapter, record key) — the
+# partner's callback id, or the fact it reports (one outcome per transaction), whoever learns it first: a callback
+# or a follow-up's inquiry. The row holds the event to publish; published_at says it is on the topic. Personal
+# data never: the event is the adapter's public one, reference and amount identify the transaction.
+INBOUND_KEY_LEN = 200
+inbound_records = Table(
+    "inbound_records",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("adapter", String(ADAPTER_LEN), nullable=False),
+    Column("record_key", String(INBOUND_KEY_LEN), nullable=False),
+    Column("dossier_code", String(DOSSIER_CODE_LEN), nullable=False),
+    Column("reference", String(PARTNER_REFERENCE_LEN), nullable=False),
+    Column("amount", BigInteger, nullable=True),
+    Column("kind", String(OPERATION_LEN), nullable=False),  # e.g. payment.confirmed
+    Column("source", String(OUTCOME_LEN), nullable=False),  # callback, inquiry, deadline
+    Column("event_key", Text, nullable=False),
+    Column("event_value", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    UniqueConstraint("adapter", "record_key", name="uq_inbound_records_adapter_record_key"),
+    Index("ix_inbound_records_adapter_received_at", "adapter", "received_at"),
+)

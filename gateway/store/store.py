@@ -10,6 +10,7 @@ from gateway.store.database import create_engine, migrate
 from gateway.store.facts import FactStore
 from gateway.store.feeds import FeedStore
 from gateway.store.followups import FollowUpStore
+from gateway.store.inbound import InboundStore
 from gateway.store.ledger import Ledger
 from gateway.store.parking import ParkingLot
 from gateway.store.processed import ProcessedEvents
@@ -32,6 +33,7 @@ class Store:
     followups: FollowUpStore
     facts: FactStore
     service_index: ServiceIndexStore
+    inbound: InboundStore
 
     async def close(self) -> None:
         await self.service_index.close()
@@ -55,4 +57,5 @@ async def open_store(url: str, *, run_migrations: bool = True) -> Store:
         followups=FollowUpStore(engine),
         facts=FactStore(engine),
         service_index=ServiceIndexStore(engine),
+        inbound=InboundStore(engine),
     )

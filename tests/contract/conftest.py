@@ -13,12 +13,14 @@ import pytest
 
 from tests.contract.adapter_contract import AdapterContract
 from tests.contract.national_portal import NationalPortalContract
+from tests.contract.payment import PaymentContract
 from tests.contract.population_db import PopulationContract
 from tests.contract.postal import PostalContract
 from tests.contract.tax import TaxContract
 
 CONTRACTS: dict[str, Callable[[], AdapterContract]] = {
     "national_portal": NationalPortalContract,
+    "payment": PaymentContract,
     "postal": PostalContract,
     "tax": TaxContract,
     "population_db": PopulationContract,

@@ -22,6 +22,7 @@ from gateway.settings import (
     FollowUpSettings,
     GatewaySettings,
     HttpSettings,
+    InboundSettings,
     KafkaSettings,
     RetrySettings,
     TopicSettings,
@@ -81,6 +82,7 @@ async def in_process(
         # Tests of other machinery keep the breaker out of the way unless they pass one.
         circuit=circuit or CircuitSettings(failure_threshold=1_000_000),
         http=HttpSettings(port=0),
+        inbound=InboundSettings(port=0),  # partners' callbacks, for adapters that have routes
         adapters=[contract.name],
     )
     gw = await start_gateway(settings, adapter_settings=contract.adapter_settings(running.base_url))
@@ -118,6 +120,7 @@ def subprocess_gateway(
         "GATEWAY_TOPICS__PARTNER_EVENTS": topics.partner_events,
         "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
         "GATEWAY_HTTP__PORT": str(_free_port()),
+        "GATEWAY_INBOUND__PORT": str(_free_port()),
         "GATEWAY_ADAPTERS": f'["{contract.name}"]',
         "GATEWAY_RETRY__TIERS_S": "[0.5, 1.0]",
         "GATEWAY_LOG_LEVEL": "WARNING",

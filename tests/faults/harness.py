@@ -82,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = "national_portal"
 POSTAL = "postal"
 TAX = "tax"
-SCENARIOS: tuple[str, ...] = ("portal", "postal", "tax", "population")
+SCENARIOS: tuple[str, ...] = ("portal", "postal", "tax", "population", "payment")
 TIERS_S = [0.5, 1.5]
 PARTITIONS = 4
 SESSION_TIMEOUT_MS = 3000  # a crashed member's partitions move after 1.5x this on the embedded broker
@@ -100,6 +100,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         "followup.complete", "followup.reschedule",
         # Request/reply (the population database): its own scenario (tests/faults/population.py).
         "access_log.record", "reply.publish",
+        # Nor callbacks: the payment adapter's tests inject those (NOT_IN_SCENARIO).
+        "inbound.verify", "inbound.record", "inbound.publish", "inbound.mark", "inbound.answer", "outcome.record",
         # Not reachable by one fault: NOT_IN_SCENARIO.
         "result.publish.poison", "dead_letter.publish.poison", "parking.release.poison", "parking.release.answered",
         # No other partner's events reach the portal in this scenario.
@@ -166,8 +168,18 @@ _POPULATION_POINTS: tuple[str, ...] = (
     "dead_letter.publish.failed",
     "offset.commit",
 )
-MATRIX_POINTS: dict[str, tuple[str, ...]] = {"portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS, "tax": _TAX_POINTS,
-                                             "population": _POPULATION_POINTS}
+_PAYMENT_POINTS: tuple[str, ...] = (
+    # Fee requests (commands with partner events and a follow-up each), the platform's callbacks, the inquiry.
+    "partner.call", "partner.answered", "followup.schedule", "partner_events.publish", "settle",
+    "result.publish.synced", "result.publish.failed", "result.publish.duplicate", "result.publish.malformed",
+    "dead_letter.publish.malformed", "dead_letter.publish.failed", "ledger.append.failed", "offset.commit",
+    "inbound.verify", "inbound.record", "inbound.publish", "inbound.mark", "inbound.answer",
+    "followup.claim", "followup.call", "outcome.record", "followup.publish", "followup.complete",
+)
+MATRIX_POINTS: dict[str, tuple[str, ...]] = {
+    "portal": _PORTAL_POINTS, "postal": _POSTAL_POINTS, "tax": _TAX_POINTS, "population": _POPULATION_POINTS,
+    "payment": _PAYMENT_POINTS,
+}
 # Which hit of a point a case arms, where not the first. The 7th partner answer of the postal scenario is the
 # `heal` dossier's cancel (its line, held in the first tier, ends last): a fault after the service applied a
 # cancel. The first would be a create, whose repeat `settle` and `partner_events.publish` inject already.
@@ -447,6 +459,8 @@ async def run_case(case: Case, bootstrap: str, database_url: str, workdir: Path)
         from tests.faults.population import run_population_case
 
         return await run_population_case(case, bootstrap, database_url, workdir)
+    if case.scenario == "payment":
+        return await _run_payment_case(case, bootstrap, database_url, workdir)
     if case.scenario != "portal":
         raise ValueError(f"unknown scenario {case.scenario!r}; known: {', '.join(SCENARIOS)}")
     return await _run_portal_case(case, bootstrap, database_url, workdir)
@@ -1296,3 +1310,38 @@ def table(verdicts: list[Verdict]) -> str:
             lines.append(" ".join(row))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+# --- the payment scenario (tests/faults/payment.py): fee requests, signed callbacks, the inquiry ---------------------
+
+
+async def _run_payment_case(case: Case, bootstrap: str, database_url: str, workdir: Path) -> Verdict:
+    from tests.faults.payment import PAYMENT, PAYMENT_UNREADABLE_PART, PaymentRun, inbound_rows, payment_env
+    from tests.faults.payment import payment_events as _payment_events
+
+    started = time.monotonic()
+    verdict = Verdict(case)
+    topics = _Topics.private_commands(PAYMENT)
+    engine = create_engine(database_url)
+    run = PaymentRun(case, workdir, None, topics, ParkingLot(engine), FollowUpStore(engine), engine, _free_port())
+    run.collector = Collector(bootstrap, topics, malformed_key=run.scenario.unreadable_key)
+    await run.sim.start()
+    run.sim.set_knobs(callback_url=f"http://127.0.0.1:{run.inbound_port}/callbacks/payment/v1")
+    settings = settings_for(bootstrap, topics, database_url, PAYMENT)
+    try:
+        await _commands_in_children(run, bootstrap, settings, payment_env(run.sim, run.inbound_port),
+                                    started + CASE_TIMEOUT_S, verdict)
+        s, c = run.scenario, run.collector
+        problems, outcomes = _one_answer_each(c.results, s.allowed)
+        problems += _invalid_answered(c.invalid, s.unreadable_key, PAYMENT_UNREADABLE_PART)
+        problems += _dead_letters_expected(c.dead_event_ids(), s.allowed, s.dead_lettered, outcomes)
+        problems += _payment_events(run)
+        problems += await inbound_rows(run)
+        problems += await _store_checks(engine, run.parking, PAYMENT)
+        verdict.violations.extend(problems)
+    finally:
+        await run.collector.stop()
+        await run.sim.stop()
+        await engine.dispose()
+    verdict.seconds = time.monotonic() - started
+    return verdict

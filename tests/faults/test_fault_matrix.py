@@ -19,6 +19,7 @@ CRASH_POINTS = {
     "postal": ("feed.cursor.advance",),
     "tax": ("followup.complete",),
     "population": ("reply.publish",),
+    "payment": ("inbound.mark",),
 }
 # Raised failures: the steps each shape adds and one of each kind the pipeline shares (a partner call, a settle,
 # a copy into a tier, an answer, a dead letter, a commit). The rest of every scenario runs in `make faults`.
@@ -28,6 +29,7 @@ RAISE_POINTS = {
     "postal": ("partner_events.publish", "feed.publish", "feed.cursor.advance"),
     "tax": ("followup.schedule", "followup.publish", "followup.reschedule"),
     "population": ("access_log.record", "reply.publish"),
+    "payment": ("inbound.publish", "outcome.record"),
 }
 CASES = [
     matrix_case(scenario, p, kind, "sqlite")

@@ -37,6 +37,9 @@ async def test_a_small_demo_follows_land_dossiers_to_their_end_and_loses_nothing
     tax = data["tax"]
     assert code == 0, tax
     assert data["lost"] == 0 and data["postal"]["lost"] == 0  # the other parts, as before
+    payment = data["payment"]  # a fee request per dossier, callbacks lost at random and recovered by inquiry
+    assert payment["lost"] == 0 and payment["confirmed_twice"] == 0
+    assert payment["transactions"] == DOSSIERS and payment["confirmed"] + payment["failed"] == DOSSIERS
     sent = tax["commands_sent"]
     assert sent == 9 and tax["commands_by_kind"] == {"transfer": 4, "first_registration": 5}
     assert tax["answered"] == {"done": sent, "rejected": 0, "dead_lettered": 0} and tax["unanswered"] == 0
