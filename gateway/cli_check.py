@@ -131,8 +131,10 @@ async def check_partner(parts: AdapterParts) -> tuple[str, str]:
             await parts.client.close()
 
 
-def _build(settings: GatewaySettings) -> tuple[dict[str, AdapterParts], dict[str, str]]:
-    """Every enabled adapter's parts (nothing connects), and the configuration errors of those that fail."""
+def _build(settings: GatewaySettings, store: Any) -> tuple[dict[str, AdapterParts], dict[str, str]]:
+    """Every enabled adapter's parts (nothing connects), and the configuration errors of those that fail. `store`
+    is the store unmigrated and unconnected: adapters that keep state there (an access log, inbound records)
+    build as `gateway run` builds them; a probe never writes."""
     from gateway.metrics import GatewayMetrics
     from gateway.plugins import BuildContext, ConfigurationError, load, output_topic
 
@@ -142,7 +144,10 @@ def _build(settings: GatewaySettings) -> tuple[dict[str, AdapterParts], dict[str
     for name in settings.adapters:
         try:
             plugin = load(name)
-            built[name] = plugin.build(BuildContext(metrics, output_topic(name, settings.topics), in_flight=2))
+            built[name] = plugin.build(BuildContext(
+                metrics, output_topic(name, settings.topics), in_flight=2, store=store,
+                reply_prefix=settings.replies.topic_prefix,
+            ))
         except ConfigurationError as exc:
             errors[name] = str(exc)
         except ValueError as exc:  # an adapter's settings validator (unreadable key file, ...)
@@ -152,8 +157,18 @@ def _build(settings: GatewaySettings) -> tuple[dict[str, AdapterParts], dict[str
 
 async def run_checks(settings: GatewaySettings, *, timeout_s: float = 10.0) -> list[Component]:
     """Every component's row, checked concurrently (the partners each within `timeout_s`)."""
+    from gateway.store import open_store
+
     started = time.monotonic()
-    built, errors = _build(settings)
+    store = await open_store(settings.database_url, run_migrations=False)  # connects only if an adapter uses it
+    try:
+        return await _checks(settings, store, started, timeout_s)
+    finally:
+        await store.close()
+
+
+async def _checks(settings: GatewaySettings, store: Any, started: float, timeout_s: float) -> list[Component]:
+    built, errors = _build(settings, store)
     configuration = Component(
         "configuration",
         FAILED if errors else OK,

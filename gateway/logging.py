@@ -131,6 +131,19 @@ def scrub_personal_data(_logger: Any, _method: str, event: MutableMapping[str, A
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of writing. structlog's PrintLogger keeps the file it was
+    given, and loggers are cached on first use: bound to the stderr of the moment, a process whose stderr is
+    swapped (a CLI run in-process by a test runner, then closed) would fail every later log line with "I/O
+    operation on closed file"."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     """Configure structlog and the standard library to write scrubbed records to stderr."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -144,7 +157,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]), stream=sys.stderr)
