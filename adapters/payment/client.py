@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.payment import mapping
 from adapters.payment.settings import PaymentSettings
 from gateway.adapter import digest
 from gateway.errors import GatewayError, PartnerRejected
@@ -41,6 +42,9 @@ class Sent:
     response_sha256: str
 
 
+PROBE_TRANSACTION = "GWPROBE0000000000000"  # 20 characters; no fee request's id (they start with the dossier code)
+
+
 class PaymentClient(PooledClient):
     """The platform's create-transaction and inquiry endpoints over one pooled session."""
 
@@ -59,6 +63,18 @@ class PaymentClient(PooledClient):
     async def inquiry(self, body: Mapping[str, Any]) -> Sent:
         """The platform's view of one transaction (signed with key 2; the handlers verify it)."""
         return await self._exchange("inquiry", self._settings.inquiry_url, body, ())
+
+    async def probe(self) -> str:
+        """`gateway check`: a signed inquiry for a transaction id no fee request yields (ours start with the dossier
+        code). Any answer of the platform's — "no such transaction" included — proves the network, the endpoint and
+        the client's signature key; an unreachable or failing platform raises PartnerUnavailable."""
+        s = self._settings
+        body = mapping.inquiry_request(PROBE_TRANSACTION, client_id=s.client_id, key=s.key_1.get_secret_value())
+        try:
+            await self.inquiry(body)
+        except PartnerRejected as exc:
+            return f"inquiry answered; a probe transaction refused as expected ({exc.reason})"
+        return "inquiry answered for a probe transaction"
 
     async def _exchange(self, op: str, url: str, body: Mapping[str, Any], known: Collection[str]) -> Sent:
         encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

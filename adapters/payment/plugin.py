@@ -30,6 +30,7 @@ def build(context: BuildContext) -> AdapterParts:
         handlers=PaymentHandlers(observed, config=settings),
         client=client,
         flow=CommandFlow(parse_payment_command),
+        probe=client.probe,
         follow_ups=PaymentFollowUps(observed, context.store, topic=context.events_topic, config=settings),
         callbacks=(CallbackRoute(settings.callback_path, ADAPTER_NAME, callbacks,
                                  max_body_bytes=settings.callback_max_bytes),),

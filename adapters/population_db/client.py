@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.population_db import mapping
 from adapters.population_db.settings import PopulationSettings
+from gateway.errors import PartnerRejected
 from gateway.soap.client import bind, build_client
 from gateway.soap.faults import soap_errors
 from gateway.soap.security import NdxpBasicAuth
@@ -25,6 +26,9 @@ class Answer:
     answer: Any
     request_sha256: str
     response_sha256: str
+
+
+PROBE_ID_NUMBER = "000000000000"  # province code 000 exists nowhere: no citizen's number
 
 
 class PopulationClient:
@@ -58,6 +62,21 @@ class PopulationClient:
         last = wire[-1] if wire else None
         return Answer(operation, answer, last.request_sha256 if last else "",
                       (last.response_sha256 or "") if last else "")
+
+    async def probe(self) -> str:
+        """`gateway check`: a verification of a number no citizen has (province code 000), asked as the gateway's
+        own account, not an officer's: the database answering at all — "not found" or a refusal — proves the
+        network, the exchange platform's authentication and the service. An unreachable platform or a refused
+        account raises PartnerUnavailable."""
+        s = self._settings
+        fields = {"MaYeuCau": "GW-PROBE", "MaDVC": s.service_code, "MaTichHop": s.integration_code,
+                  "MaDonVi": "GATEWAY", "MaCanBo": "gateway-check", "SoDinhDanh": PROBE_ID_NUMBER,
+                  "HoVaTen": "KIEM TRA", "NgayThangNamSinh": "2000"}
+        try:
+            await self.verify(fields)
+        except PartnerRejected as exc:
+            return f"authenticated; a probe verification refused as expected ({exc.reason})"
+        return "authenticated; a probe verification answered"
 
     async def verify(self, fields: dict[str, Any], *, known: Collection[str] = ()) -> Answer:
         """XacThucThongTinCongDan: does the number exist, and do name and date of birth agree (nothing else)."""

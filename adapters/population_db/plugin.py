@@ -39,7 +39,7 @@ def build(context: BuildContext) -> AdapterParts:
         integration_code=settings.integration_code,
     )
     flow = RequestReplyFlow(parse_lookup, failure_reply=failure_reply, redact=redact, reply_prefix=context.reply_prefix)
-    return AdapterParts(handlers=handlers, client=_ClientAndLog(client, access_log), flow=flow)
+    return AdapterParts(handlers=handlers, client=_ClientAndLog(client, access_log), flow=flow, probe=client.probe)
 
 
 class _ClientAndLog:
