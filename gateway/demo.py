@@ -229,6 +229,7 @@ async def run_demo(
     console: Console | None = None,
     database_url: str | None = None,
     metrics_file: Path | None = None,
+    fee_payments: bool = True,
 ) -> int:
     """Run the whole demo; return the process exit code (0 when every dossier converged, every postal command
     was answered and order settled, every tax command answered and land dossier followed up to its end, nothing
@@ -311,7 +312,7 @@ async def run_demo(
             report = await _drive(
                 dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
                 _Postal(post, postal_watcher, commands_topic), _Tax(tax_office, tax_watcher, tax_commands_topic),
-                _Payment(pay_sim, pay_watcher, input_topic("payment", settings.topics)),
+                _Payment(pay_sim, pay_watcher, input_topic("payment", settings.topics)), fee_payments=fee_payments,
             )
             report.population = await demo_population.run(
                 bootstrap, input_topic("population_db", settings.topics), population, seed
@@ -386,7 +387,8 @@ class _Tax:
 
 async def _drive(
     dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
-    console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax, payment: _Payment,
+    console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax, payment: _Payment, *,
+    fee_payments: bool = True,
 ) -> DemoReport:
     journeys = generate_journeys(dossiers, seed=seed)
     events = interleave(journeys)
@@ -397,7 +399,7 @@ async def _drive(
     items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
     items = demo_tax.schedule(items, forms, tax.commands_topic)
     # A fee request for every dossier, after its events; its citizen pays once the request reached them.
-    fees = demo_payment.fee_commands([j.dossier_code for j in journeys])
+    fees = demo_payment.fee_commands([j.dossier_code for j in journeys]) if fee_payments else []
     items += [(payment.commands_topic, code.encode(), value, cid) for code, value, cid in fees]
     payer = demo_payment.Payer(payment.sim, payment.watcher, seed)
     report = DemoReport(dossiers=dossiers, events_produced=len(events))

@@ -92,8 +92,11 @@ async def test_gateway_index_over_a_demo_reproduces_the_journeys_figures_and_not
     metrics = tmp_path / "metrics.txt"
     out = io.StringIO()
     try:
+        # Without the demo's fee payments: a fee paid through the platform marks its dossier paid online when the
+        # fact reaches the portal before the dossier's last snapshot sync, a race the journeys cannot predict
+        # (test_portal_facts.py proves that path); the journeys' own online payments are what is compared here.
         code = await run_demo(DOSSIERS, seed=SEED, database_url=url, metrics_file=metrics, timeout_s=90,
-                              console=Console(file=out, width=200, no_color=True))
+                              console=Console(file=out, width=200, no_color=True), fee_payments=False)
     finally:
         structlog.configure(**saved)
     assert code == 0, out.getvalue()[-2000:]

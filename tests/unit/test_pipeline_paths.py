@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import structlog
 
 from contracts.topics import dead_letter_topic
+from gateway import pipeline as pipeline_module
 from gateway import retry_topics
 from gateway.adapter import Delivered, Emitted, Exchange, digest, idempotency_scope
 from gateway.dead_letters import (
@@ -39,6 +39,7 @@ from gateway.pipeline import STALE_REASON
 from gateway.retry_topics import H_ORIGIN_OFFSET, H_ORIGIN_TOPIC, H_TIER, RetryTier, retry_headers
 from gateway.runtime.records import InboundRecord
 from gateway.store import Advance, ExchangeEntry, Parked
+from tests.unit.log_capture import capture_log
 from tests.unit.pipeline_fakes import (
     ADAPTER,
     CODE,
@@ -81,14 +82,15 @@ def park(r: Rig, n: int, tier: int, code: str = CODE) -> None:
 # -- input: delivered ------------------------------------------------------------------------------------------
 
 
-async def test_a_delivery_publishes_its_events_schedules_then_settles_then_answers(monkeypatch: Any) -> None:
+async def test_a_delivery_schedules_publishes_its_events_then_settles_then_answers(monkeypatch: Any) -> None:
     exchange = Exchange("receive", key_of(1), "a" * 64, "b" * 64, partner_reference="P-1", detail="signed by k1")
     follow = FollowUpRequest("tax.notices", "k1", CODE, {"receipt": "R1"}, 1.0, 9.0)
     delivered = Delivered(3, "accepted", (exchange,), (Emitted(b'{"e": 1}', b"ek"),), "REF-9", (follow,))
     r = rig(monkeypatch, answers=[delivered])
     now_ms = int(time.time() * 1000)
     await r.pipeline(record(event_value(1, 3), timestamp_ms=now_ms - 2000))
-    assert r.steps == ["known", *CALL, "hit:partner_events.publish", "results:event", "schedule", *SYNCED]
+    # The follow-up first: once the event is out a partner may act on it (a payer pays) and find the row.
+    assert r.steps == ["known", *CALL, "schedule", "hit:partner_events.publish", "results:event", *SYNCED]
     assert [(x.event_id, x.owned_version) for x in r.store.lookups] == [(E1, 3)]  # keyed by its dossier: owned
     event = [s for s in r.sent if s.topic == EVENTS]
     assert [(s.value, s.key, s.via) for s in event] == [(b'{"e": 1}', b"ek", "results")]
@@ -191,8 +193,9 @@ async def test_a_version_not_newer_than_the_synced_one_is_dropped(monkeypatch: A
     r = rig(monkeypatch)
     r.store.versions[CODE] = 3
     value = event_value(1, version)
-    with structlog.testing.capture_logs() as logs:
-        await r.pipeline(record(value))
+    # The module's own logger replaced (capture_logs cannot reach a logger cached by an earlier configure_logging).
+    logs = capture_log(monkeypatch, pipeline_module)
+    await r.pipeline(record(value))
     assert r.steps == ["known", *STALE] and r.adapter.calls == []
     (s,) = r.store.settlements
     assert (s.event_id, s.advance, s.processed_outcome) == (E1, None, "stale_dropped")
@@ -317,8 +320,8 @@ async def test_a_refusal_is_recorded_answered_then_dead_lettered(monkeypatch: An
     r = rig(monkeypatch, answers=[PartnerRejected("no such procedure")], attempts=4)
     origin = record(event_value(1, 2), headers=(("trace", b"t1"),))
     before = datetime.now(UTC)
-    with structlog.testing.capture_logs() as logs:
-        await r.pipeline(origin)
+    logs = capture_log(monkeypatch, pipeline_module)
+    await r.pipeline(origin)
     assert r.steps == ["known", *FAILED_CALL, *DLQ]  # one try: retrying a refusal cannot help
     (s,) = r.store.settlements
     assert (s.event_id, s.advance, s.processed_outcome) == (E1, None, None)  # a replay must be delivered
