@@ -47,6 +47,7 @@ class Store(MemoryFollowUps):
         self.fence = False  # another runner took the row over: finishing it fails
         self.release_error: Exception | None = None
         self.claim_s = SETTINGS.claim_s  # what each claim must ask for
+        self.reschedule_gate: asyncio.Event | None = None
 
     async def claim_due(self, adapter: str, kinds: Any, holder: str, limit: int, claim_s: float,
                         now: datetime | None = None) -> Any:
@@ -83,6 +84,8 @@ class Store(MemoryFollowUps):
                          reason: str | None = None) -> bool:
         self.steps.append("reschedule")
         self.reasons.append(reason)
+        if self.reschedule_gate is not None:
+            await self.reschedule_gate.wait()
         if self.fence:
             return False
         return await super().reschedule(id, token, due_at, reason=reason)
@@ -120,6 +123,7 @@ class StepHandler(Handler):
         self.steps = steps
         self.error: BaseException | None = None
         self.give_up_events: tuple[Emitted, ...] = (Emitted(b'{"gave": "up"}', b"D-1"),)
+        self.given_up: list[str] = []  # the keys of the rows given up
 
     async def run(self, item: Any) -> FollowUpResult:
         self.steps.append("run")
@@ -130,6 +134,7 @@ class StepHandler(Handler):
 
     def give_up(self, item: Any, reason: str) -> tuple[Emitted, ...]:
         super().give_up(item, reason)
+        self.given_up.append(item.key)
         return self.give_up_events
 
 
@@ -303,7 +308,7 @@ async def test_past_its_deadline_a_row_gives_up_without_asking(monkeypatch: pyte
     await r.scan()
     assert r.steps == ["hit:followup.claim", "claim", "hit:followup.publish", "publish", "hit:followup.complete",
                        "complete:gave_up"]
-    assert r.handler.calls == [] and r.handler.give_ups == [DEADLINE_PASSED]
+    assert r.handler.calls == [] and r.handler.give_ups == [DEADLINE_PASSED] and r.handler.given_up == ["S-1"]
     assert r.store.finished == [(1, "gave_up", DEADLINE_PASSED)]
 
 
@@ -555,3 +560,18 @@ async def test_stop_gives_back_a_claim_at_the_partner_and_logs_a_failed_release(
     assert r.steps[-1] == "release"
     assert r.logs == [{"event": "followup_release_failed", "log_level": "warning", "adapter": "fake", "id": 1,
                        "error": "ConnectionRefusedError"}]
+
+
+async def test_stop_lets_a_run_being_rescheduled_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.handler.answer = FollowUpResult(done=False, retry_after_s=30.0)
+    r.store.reschedule_gate = asyncio.Event()
+    r.store.add("S-1")
+    await r.runner.start()
+    assert await wait_for(lambda: "reschedule" in r.steps)
+    stopping = asyncio.ensure_future(asyncio.wait_for(r.runner.stop(), 10))
+    assert await wait_for(r.runner._stopping.is_set)
+    r.store.reschedule_gate.set()
+    await stopping
+    assert [attempts for attempts, _, _ in r.store.rescheduled] == [0]  # finished, not cancelled
+    assert "release" not in r.steps and r.total("rescheduled") == 1 and r.logs == []
