@@ -509,9 +509,17 @@ async def test_a_failing_scan_is_logged_and_backed_off(monkeypatch: pytest.Monke
     await r.runner.start()
     try:
         assert await wait_for(lambda: len(backoffs) >= 2)
+        r.store.down = False
+        scans = len(r.store.scans)
+        assert await wait_for(lambda: len(r.store.scans) > scans + 1 and r.runner.healthy)  # a good scan
+        r.store.down = True
+        failed = len(backoffs)
+        assert await wait_for(lambda: len(backoffs) > failed)
+        assert r.runner.running
     finally:
         await r.runner.stop()
     assert backoffs[:2] == [(1, 0.02, 60.0), (2, 0.02, 60.0)]
+    assert backoffs[failed] == (1, 0.02, 60.0)  # counted afresh after a good scan
     first = r.logs[0]
     assert isinstance(first.pop("exc_info"), ConnectionRefusedError)
     assert first == {"event": "followup_scan_failed", "log_level": "error", "adapter": "fake",
@@ -564,7 +572,7 @@ async def test_stop_gives_back_a_claim_at_the_partner_and_logs_a_failed_release(
 
 async def test_stop_lets_a_run_being_rescheduled_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Rig(monkeypatch)
-    r.handler.answer = FollowUpResult(done=False, retry_after_s=30.0)
+    r.handler.error = PartnerUnavailable("HTTP 503")  # rescheduled without publishing anything first
     r.store.reschedule_gate = asyncio.Event()
     r.store.add("S-1")
     await r.runner.start()
@@ -574,4 +582,21 @@ async def test_stop_lets_a_run_being_rescheduled_finish(monkeypatch: pytest.Monk
     r.store.reschedule_gate.set()
     await stopping
     assert [attempts for attempts, _, _ in r.store.rescheduled] == [0]  # finished, not cancelled
-    assert "release" not in r.steps and r.total("rescheduled") == 1 and r.logs == []
+    assert "release" not in r.steps and r.total("rescheduled") == 1
+    assert [x["event"] for x in r.logs] == ["followup_retry"]
+
+
+async def test_stop_cancels_a_scan_that_hangs_after_the_claim_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"claim_s": 0.2}))
+    hang = asyncio.Event()
+
+    async def now() -> datetime:
+        r.steps.append("now")
+        await hang.wait()  # the database never answers
+        return datetime.now(UTC)
+
+    monkeypatch.setattr(r.store, "now", now)
+    await r.runner.start()
+    assert await wait_for(lambda: "now" in r.steps)
+    await asyncio.wait_for(r.runner.stop(), 10)
+    assert not r.runner.running and r.logs == []
