@@ -48,17 +48,27 @@ class Store(MemoryFollowUps):
         self.release_error: Exception | None = None
         self.claim_s = SETTINGS.claim_s  # what each claim must ask for
         self.reschedule_gate: asyncio.Event | None = None
+        self.clock: datetime | None = None  # what the database's clock says (None: the real time)
+        self.read: list[datetime] = []  # every reading of it
+        self.nows: list[tuple[str, datetime | None]] = []  # the `now` each claim and count was given
 
     async def claim_due(self, adapter: str, kinds: Any, holder: str, limit: int, claim_s: float,
                         now: datetime | None = None) -> Any:
         assert (adapter, set(kinds), holder, claim_s) == ("fake", {"fake.kind"}, "a", self.claim_s)
         self.steps.append("claim")
         self.claims.append(limit)
+        self.nows.append(("claim", now))
         return await super().claim_due(adapter, kinds, holder, limit, claim_s, now)
+
+    async def now(self) -> datetime:
+        read = self.clock if self.clock is not None else await super().now()
+        self.read.append(read)
+        return read
 
     async def counts(self, adapter: str, overdue_s: float, now: datetime | None = None) -> dict[str, FollowUpCounts]:
         assert adapter == "fake"
         self.counted.append(overdue_s)
+        self.nows.append(("counts", now))
         return self.kind_counts
 
     async def schedule(self, adapter: str, request: FollowUpRequest, now: datetime | None = None) -> bool:
@@ -330,8 +340,9 @@ async def test_a_run_fenced_out_counts_nothing(monkeypatch: pytest.MonkeyPatch, 
     await r.scan()
     logs = r.logs
     assert r.total(outcome) == 0 and r.total("failed") == 0
-    assert [(x["event"], x["id"], x["token"]) for x in logs if x["event"] == "followup_fenced"] == [
-        ("followup_fenced", 1, 1)]
+    assert [x for x in logs if x["event"] == "followup_fenced"] == [
+        {"event": "followup_fenced", "log_level": "warning", "adapter": "fake", "kind": "fake.kind", "id": 1,
+         "token": 1}]
 
 
 # -- one scan --------------------------------------------------------------------------------------------------
@@ -490,6 +501,9 @@ async def test_a_run_failing_on_our_side_is_counted_and_logged_with_its_tracebac
     assert log == {"event": "followup_run_failed", "log_level": "error", "adapter": "fake", "kind": "fake.kind",
                    "id": 1, "attempts": 0, "error": "TypeError", "retry_after_claim_s": SETTINGS.claim_s}
     assert r.total("failed") == 1 and r.runner._run_failures == 1
+    r.store.rows[1].claim_until = None  # the claim lapsed: it runs again, and fails again
+    await r.scan()
+    assert r.total("failed") == 2 and r.runner._run_failures == 2  # the loop backs off further
     r.handler.answer = None
     r.store.rows[1].claim_until = None  # the claim lapsed
     await r.scan()
@@ -600,3 +614,77 @@ async def test_stop_cancels_a_scan_that_hangs_after_the_claim_time(monkeypatch: 
     assert await wait_for(lambda: "now" in r.steps)
     await asyncio.wait_for(r.runner.stop(), 10)
     assert not r.runner.running and r.logs == []
+
+
+async def test_every_claim_and_count_of_a_scan_uses_the_clock_reading_of_that_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Rig(monkeypatch)
+    r.store.add("S-1")
+    await r.scan()
+    (read,) = r.store.read
+    assert r.store.nows == [("counts", read), ("claim", read)]
+
+
+async def test_the_runner_s_clock_moves_on_from_the_database_s_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.store.add("S-1", deadline_s=3600)
+    r.store.clock = datetime.now(UTC)  # the database's time at the scan, as it will read it
+
+    async def slow(item: Any) -> FollowUpResult:
+        await asyncio.sleep(0.3)  # the run takes a while after the scan read the clock
+        return FollowUpResult(done=False, retry_after_s=0.0)
+
+    monkeypatch.setattr(r.handler, "run", slow)
+    await r.scan()
+    ((_, due, _),) = r.store.rescheduled
+    assert 0.25 <= (due - r.store.clock).total_seconds() < 5
+
+
+async def test_a_claim_not_yet_half_lapsed_at_the_gate_is_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = SETTINGS.model_copy(update={"claim_s": 4.0})
+    r = Rig(monkeypatch, settings=settings, breaker=SlowGate(1.6))  # type: ignore[arg-type]
+    r.store.add("S-1")
+    await r.scan()
+    assert r.handler.calls == [("S-1", 1)] and r.store.rows[1].state == "done"  # 1.6 s < half of 4 s
+
+
+async def test_a_circuit_that_changes_wakes_the_idle_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    breaker = StateBreaker()
+    listeners: list[Any] = []
+    breaker.subscribe = listeners.append  # type: ignore[method-assign]
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"scan_interval_s": 30.0}),
+            breaker=breaker)  # type: ignore[arg-type]
+    breaker.state = CircuitState.OPEN
+    r.store.add("S-1")
+    await r.runner.start()
+    try:
+        assert await wait_for(lambda: len(r.store.read) == 1)  # scanned, claimed nothing: idle for 30 s
+        breaker.state = CircuitState.CLOSED
+        (listener,) = listeners
+        listener(CircuitState.OPEN, CircuitState.CLOSED)
+        assert await wait_for(lambda: r.store.rows[1].state == "done", timeout_s=5)
+    finally:
+        await r.runner.stop()
+
+
+async def test_a_runner_takes_the_follow_ups_of_a_whole_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.store import Store as WholeStore
+
+    r = Rig(monkeypatch)
+    whole = WholeStore(**{name: None for name in WholeStore.__dataclass_fields__} | {"followups": r.store})
+    runner = FollowUpRunner(r.handler, store=whole, publisher=r.publisher, breaker=StateBreaker(),  # type: ignore[arg-type]
+                            settings=SETTINGS, metrics=r.metrics, holder="a")
+    r.store.add("S-1")
+    await runner._scan()
+    await asyncio.wait(set(runner._runs))
+    assert r.store.rows[1].state == "done"
+
+
+async def test_a_retry_is_logged_with_its_wait_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    monkeypatch.setattr(runner_module, "backoff_delay", lambda failures, initial_s, max_s: 0.0123456)
+    r.handler.error = PartnerUnavailable("HTTP 503")
+    r.store.add("S-1")
+    await r.scan()
+    assert [x["retry_in_s"] for x in r.logs if x["event"] == "followup_retry"] == [0.012]
