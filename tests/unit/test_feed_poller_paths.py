@@ -66,12 +66,15 @@ class Source:
         self.pages: list[FeedPage | BaseException] = []
         self.asked: list[tuple[str | None, int]] = []
         self.on_fetch: Any = None
+        self.gate: asyncio.Event | None = None
 
     async def fetch(self, cursor: str | None, limit: int) -> FeedPage:
         self.steps.append("fetch")
         self.asked.append((cursor, limit))
         if self.on_fetch is not None:
             self.on_fetch()
+        if self.gate is not None:
+            await self.gate.wait()
         page = self.pages.pop(0) if self.pages else FeedPage((), cursor, full=False)  # nothing new
         if isinstance(page, BaseException):
             raise page
@@ -376,7 +379,8 @@ async def test_a_poller_leads_its_feed_and_says_so_then_gives_it_back() -> None:
 
     poller = FeedPoller(Quiet(), feeds_store=store, publisher=Publisher([]), breaker=Breaker(),  # type: ignore[arg-type]
                         settings=settings, metrics=metrics, holder="me")
-    assert poller.lease.holder == "me" and poller.lease._standby_s == 10.0  # a third of the lease, below interval
+    assert (poller.lease.feed, poller.lease.holder) == (FEED, "me")
+    assert poller.lease._standby_s == 10.0  # a third of the lease, below the interval
     await poller.start()
     try:
         leader = lambda: metrics.series("gateway_feed_leader")[(("feed", FEED),)]  # noqa: E731
@@ -447,3 +451,15 @@ async def test_a_lease_release_that_fails_is_logged_and_stop_still_ends(monkeypa
     await asyncio.wait_for(r.poller.stop(), 10)
     assert r.logs == [{"event": "feed_lease_release_failed", "log_level": "warning", "feed": FEED,
                        "error": "ConnectionRefusedError"}]
+
+
+async def test_stop_abandons_a_fetch_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"lease_s": 5.0}))
+    r.source.gate = asyncio.Event()  # the partner never answers
+    await r.poller.start()
+    assert await wait_for(lambda: "fetch" in r.steps)
+    assert r.poller.healthy  # nothing has failed yet
+    started = time.monotonic()
+    await asyncio.wait_for(r.poller.stop(), 10)
+    assert time.monotonic() - started < 2.5  # nothing was published: no need to wait for the page
+    assert [x["event"] for x in r.logs] == [] and r.lease.released

@@ -47,17 +47,28 @@ class Store(MemoryFollowUps):
         self.fence = False  # another runner took the row over: finishing it fails
         self.release_error: Exception | None = None
         self.claim_s = SETTINGS.claim_s  # what each claim must ask for
+        self.reschedule_gate: asyncio.Event | None = None
+        self.clock: datetime | None = None  # what the database's clock says (None: the real time)
+        self.read: list[datetime] = []  # every reading of it
+        self.nows: list[tuple[str, datetime | None]] = []  # the `now` each claim and count was given
 
     async def claim_due(self, adapter: str, kinds: Any, holder: str, limit: int, claim_s: float,
                         now: datetime | None = None) -> Any:
         assert (adapter, set(kinds), holder, claim_s) == ("fake", {"fake.kind"}, "a", self.claim_s)
         self.steps.append("claim")
         self.claims.append(limit)
+        self.nows.append(("claim", now))
         return await super().claim_due(adapter, kinds, holder, limit, claim_s, now)
+
+    async def now(self) -> datetime:
+        read = self.clock if self.clock is not None else await super().now()
+        self.read.append(read)
+        return read
 
     async def counts(self, adapter: str, overdue_s: float, now: datetime | None = None) -> dict[str, FollowUpCounts]:
         assert adapter == "fake"
         self.counted.append(overdue_s)
+        self.nows.append(("counts", now))
         return self.kind_counts
 
     async def schedule(self, adapter: str, request: FollowUpRequest, now: datetime | None = None) -> bool:
@@ -83,6 +94,8 @@ class Store(MemoryFollowUps):
                          reason: str | None = None) -> bool:
         self.steps.append("reschedule")
         self.reasons.append(reason)
+        if self.reschedule_gate is not None:
+            await self.reschedule_gate.wait()
         if self.fence:
             return False
         return await super().reschedule(id, token, due_at, reason=reason)
@@ -120,6 +133,7 @@ class StepHandler(Handler):
         self.steps = steps
         self.error: BaseException | None = None
         self.give_up_events: tuple[Emitted, ...] = (Emitted(b'{"gave": "up"}', b"D-1"),)
+        self.given_up: list[str] = []  # the keys of the rows given up
 
     async def run(self, item: Any) -> FollowUpResult:
         self.steps.append("run")
@@ -130,6 +144,7 @@ class StepHandler(Handler):
 
     def give_up(self, item: Any, reason: str) -> tuple[Emitted, ...]:
         super().give_up(item, reason)
+        self.given_up.append(item.key)
         return self.give_up_events
 
 
@@ -304,7 +319,7 @@ async def test_past_its_deadline_a_row_is_asked_once_more_then_gives_up(monkeypa
     await r.scan()
     assert r.steps == ["hit:followup.claim", "claim", "hit:followup.call", "run", "hit:followup.publish", "publish",
                        "hit:followup.complete", "complete:gave_up"]
-    assert len(r.handler.calls) == 1 and r.handler.give_ups == [DEADLINE_PASSED]
+    assert len(r.handler.calls) == 1 and r.handler.give_ups == [DEADLINE_PASSED] and r.handler.given_up == ["S-1"]
     assert r.store.finished == [(1, "gave_up", DEADLINE_PASSED)]
 
 
@@ -343,8 +358,9 @@ async def test_a_run_fenced_out_counts_nothing(monkeypatch: pytest.MonkeyPatch, 
     await r.scan()
     logs = r.logs
     assert r.total(outcome) == 0 and r.total("failed") == 0
-    assert [(x["event"], x["id"], x["token"]) for x in logs if x["event"] == "followup_fenced"] == [
-        ("followup_fenced", 1, 1)]
+    assert [x for x in logs if x["event"] == "followup_fenced"] == [
+        {"event": "followup_fenced", "log_level": "warning", "adapter": "fake", "kind": "fake.kind", "id": 1,
+         "token": 1}]
 
 
 # -- one scan --------------------------------------------------------------------------------------------------
@@ -503,6 +519,9 @@ async def test_a_run_failing_on_our_side_is_counted_and_logged_with_its_tracebac
     assert log == {"event": "followup_run_failed", "log_level": "error", "adapter": "fake", "kind": "fake.kind",
                    "id": 1, "attempts": 0, "error": "TypeError", "retry_after_claim_s": SETTINGS.claim_s}
     assert r.total("failed") == 1 and r.runner._run_failures == 1
+    r.store.rows[1].claim_until = None  # the claim lapsed: it runs again, and fails again
+    await r.scan()
+    assert r.total("failed") == 2 and r.runner._run_failures == 2  # the loop backs off further
     r.handler.answer = None
     r.store.rows[1].claim_until = None  # the claim lapsed
     await r.scan()
@@ -522,9 +541,17 @@ async def test_a_failing_scan_is_logged_and_backed_off(monkeypatch: pytest.Monke
     await r.runner.start()
     try:
         assert await wait_for(lambda: len(backoffs) >= 2)
+        r.store.down = False
+        scans = len(r.store.scans)
+        assert await wait_for(lambda: len(r.store.scans) > scans + 1 and r.runner.healthy)  # a good scan
+        r.store.down = True
+        failed = len(backoffs)
+        assert await wait_for(lambda: len(backoffs) > failed)
+        assert r.runner.running
     finally:
         await r.runner.stop()
     assert backoffs[:2] == [(1, 0.02, 60.0), (2, 0.02, 60.0)]
+    assert backoffs[failed] == (1, 0.02, 60.0)  # counted afresh after a good scan
     first = r.logs[0]
     assert isinstance(first.pop("exc_info"), ConnectionRefusedError)
     assert first == {"event": "followup_scan_failed", "log_level": "error", "adapter": "fake",
@@ -573,3 +600,109 @@ async def test_stop_gives_back_a_claim_at_the_partner_and_logs_a_failed_release(
     assert r.steps[-1] == "release"
     assert r.logs == [{"event": "followup_release_failed", "log_level": "warning", "adapter": "fake", "id": 1,
                        "error": "ConnectionRefusedError"}]
+
+
+async def test_stop_lets_a_run_being_rescheduled_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.handler.error = PartnerUnavailable("HTTP 503")  # rescheduled without publishing anything first
+    r.store.reschedule_gate = asyncio.Event()
+    r.store.add("S-1")
+    await r.runner.start()
+    assert await wait_for(lambda: "reschedule" in r.steps)
+    stopping = asyncio.ensure_future(asyncio.wait_for(r.runner.stop(), 10))
+    assert await wait_for(r.runner._stopping.is_set)
+    r.store.reschedule_gate.set()
+    await stopping
+    assert [attempts for attempts, _, _ in r.store.rescheduled] == [0]  # finished, not cancelled
+    assert "release" not in r.steps and r.total("rescheduled") == 1
+    assert [x["event"] for x in r.logs] == ["followup_retry"]
+
+
+async def test_stop_cancels_a_scan_that_hangs_after_the_claim_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"claim_s": 0.2}))
+    hang = asyncio.Event()
+
+    async def now() -> datetime:
+        r.steps.append("now")
+        await hang.wait()  # the database never answers
+        return datetime.now(UTC)
+
+    monkeypatch.setattr(r.store, "now", now)
+    await r.runner.start()
+    assert await wait_for(lambda: "now" in r.steps)
+    await asyncio.wait_for(r.runner.stop(), 10)
+    assert not r.runner.running and r.logs == []
+
+
+async def test_every_claim_and_count_of_a_scan_uses_the_clock_reading_of_that_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Rig(monkeypatch)
+    r.store.add("S-1")
+    await r.scan()
+    (read,) = r.store.read
+    assert r.store.nows == [("counts", read), ("claim", read)]
+
+
+async def test_the_runner_s_clock_moves_on_from_the_database_s_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    r.store.add("S-1", deadline_s=3600)
+    r.store.clock = datetime.now(UTC)  # the database's time at the scan, as it will read it
+
+    async def slow(item: Any) -> FollowUpResult:
+        await asyncio.sleep(0.3)  # the run takes a while after the scan read the clock
+        return FollowUpResult(done=False, retry_after_s=0.0)
+
+    monkeypatch.setattr(r.handler, "run", slow)
+    await r.scan()
+    ((_, due, _),) = r.store.rescheduled
+    assert 0.25 <= (due - r.store.clock).total_seconds() < 5
+
+
+async def test_a_claim_not_yet_half_lapsed_at_the_gate_is_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = SETTINGS.model_copy(update={"claim_s": 4.0})
+    r = Rig(monkeypatch, settings=settings, breaker=SlowGate(1.6))  # type: ignore[arg-type]
+    r.store.add("S-1")
+    await r.scan()
+    assert r.handler.calls == [("S-1", 1)] and r.store.rows[1].state == "done"  # 1.6 s < half of 4 s
+
+
+async def test_a_circuit_that_changes_wakes_the_idle_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    breaker = StateBreaker()
+    listeners: list[Any] = []
+    breaker.subscribe = listeners.append  # type: ignore[method-assign]
+    r = Rig(monkeypatch, settings=SETTINGS.model_copy(update={"scan_interval_s": 30.0}),
+            breaker=breaker)  # type: ignore[arg-type]
+    breaker.state = CircuitState.OPEN
+    r.store.add("S-1")
+    await r.runner.start()
+    try:
+        assert await wait_for(lambda: len(r.store.read) == 1)  # scanned, claimed nothing: idle for 30 s
+        breaker.state = CircuitState.CLOSED
+        (listener,) = listeners
+        listener(CircuitState.OPEN, CircuitState.CLOSED)
+        assert await wait_for(lambda: r.store.rows[1].state == "done", timeout_s=5)
+    finally:
+        await r.runner.stop()
+
+
+async def test_a_runner_takes_the_follow_ups_of_a_whole_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.store import Store as WholeStore
+
+    r = Rig(monkeypatch)
+    whole = WholeStore(**{name: None for name in WholeStore.__dataclass_fields__} | {"followups": r.store})
+    runner = FollowUpRunner(r.handler, store=whole, publisher=r.publisher, breaker=StateBreaker(),  # type: ignore[arg-type]
+                            settings=SETTINGS, metrics=r.metrics, holder="a")
+    r.store.add("S-1")
+    await runner._scan()
+    await asyncio.wait(set(runner._runs))
+    assert r.store.rows[1].state == "done"
+
+
+async def test_a_retry_is_logged_with_its_wait_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = Rig(monkeypatch)
+    monkeypatch.setattr(runner_module, "backoff_delay", lambda failures, initial_s, max_s: 0.0123456)
+    r.handler.error = PartnerUnavailable("HTTP 503")
+    r.store.add("S-1")
+    await r.scan()
+    assert [x["retry_in_s"] for x in r.logs if x["event"] == "followup_retry"] == [0.012]
