@@ -398,8 +398,10 @@ async def _drive(
     tax.sim.set_knobs(silent_dossiers=demo_tax.silent_dossiers(forms, seed))
     items = demo_postal.schedule(events, DOSSIER_EVENTS, commands, postal.commands_topic)
     items = demo_tax.schedule(items, forms, tax.commands_topic)
-    # A fee request for every dossier, after its events; its citizen pays once the request reached them.
-    fees = demo_payment.fee_commands([j.dossier_code for j in journeys]) if fee_payments else []
+    # A fee request, after its events, for every dossier whose applicant pays online (the journey says so: about
+    # one in eight); its citizen pays once the request reached them.
+    online = [j.dossier_code for j in journeys if j.final_snapshot.online_payment is not None]
+    fees = demo_payment.fee_commands(online) if fee_payments else []
     items += [(payment.commands_topic, code.encode(), value, cid) for code, value, cid in fees]
     payer = demo_payment.Payer(payment.sim, payment.watcher, seed)
     report = DemoReport(dossiers=dossiers, events_produced=len(events))

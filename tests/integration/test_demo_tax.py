@@ -31,15 +31,16 @@ async def _demo(tmp_path: Path, timeout_s: float) -> tuple[int, dict[str, Any], 
     return code, json.loads(report.read_text(encoding="utf-8")), out.getvalue()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 async def test_a_small_demo_follows_land_dossiers_to_their_end_and_loses_nothing(tmp_path: Path) -> None:
-    code, data, console = await _demo(tmp_path, timeout_s=60)
+    code, data, console = await _demo(tmp_path, timeout_s=90)  # the silent dossier waits out its 30 s deadline
     tax = data["tax"]
     assert code == 0, tax
     assert data["lost"] == 0 and data["postal"]["lost"] == 0  # the other parts, as before
-    payment = data["payment"]  # a fee request per dossier, callbacks lost at random and recovered by inquiry
+    # A fee request per dossier paid online (13 of seed 2019's 60), callbacks lost at random, recovered by inquiry.
+    payment = data["payment"]
     assert payment["lost"] == 0 and payment["confirmed_twice"] == 0
-    assert payment["transactions"] == DOSSIERS and payment["confirmed"] + payment["failed"] == DOSSIERS
+    assert payment["transactions"] == 13 and payment["confirmed"] + payment["failed"] == 13
     sent = tax["commands_sent"]
     assert sent == 9 and tax["commands_by_kind"] == {"transfer": 4, "first_registration": 5}
     assert tax["answered"] == {"done": sent, "rejected": 0, "dead_lettered": 0} and tax["unanswered"] == 0
