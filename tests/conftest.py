@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import structlog
 
+import gateway.logging
 from gateway.embedded_broker import EmbeddedBroker
+
+_configure_logging = gateway.logging.configure_logging
+
+
+def _configure_logging_uncached(*args: Any, **kwargs: Any) -> None:
+    """configure_logging as a process runs it, but loggers never cached: a test run in-process (a CLI, the demo)
+    configures logging, and a logger cached then would be out of reach of `structlog.testing.capture_logs` in
+    every later test of the same worker (which ones depend on how xdist shares the tests out)."""
+    _configure_logging(*args, **kwargs)
+    structlog.configure(cache_logger_on_first_use=False)
+
+
+# Before any test module imports gateway.cli (which takes configure_logging by name).
+gateway.logging.configure_logging = _configure_logging_uncached
 
 
 @pytest.fixture(scope="session")
