@@ -26,6 +26,13 @@ def _configure_logging_uncached(*args: Any, **kwargs: Any) -> None:
 gateway.logging.configure_logging = _configure_logging_uncached
 
 
+@pytest.fixture(autouse=True)
+def _structlog_as_in_a_fresh_process() -> None:
+    """Every test starts from structlog's defaults, whatever an earlier test in the same worker configured (a CLI
+    run in-process sets a level filter: a later test capturing the gateway's DEBUG events saw none of them)."""
+    structlog.reset_defaults()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """One embedded Tansu broker for the whole session (consumer-group joins are slow on it, so share)."""

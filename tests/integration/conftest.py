@@ -136,7 +136,15 @@ async def reader(kafka_bootstrap: str, topic: str) -> AsyncIterator[TopicReader]
 _BACKEND_REPEATS = ("test_feed_poller.py", "test_followup_runner.py")
 
 
+# Under four xdist workers on two cores, this one's two committers twice never reached PostgreSQL within 30 s
+# (pg_stat_activity showed only the test's own lock holder): not a wrong winner, a starved start, still
+# unexplained. It runs in `make slow` (one process at a time is its natural setting) until that is understood.
+_STARVED_UNDER_XDIST = ("test_two_processes_inserting_one_new_dossier_in_large_batches_have_one_winner[postgresql]",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in _BACKEND_REPEATS and "[postgresql" in item.nodeid:
+            item.add_marker(pytest.mark.slow)
+        if item.name in _STARVED_UNDER_XDIST:
             item.add_marker(pytest.mark.slow)
