@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.dossier import OnlinePayment
+from gateway.urls import HttpRoot
 
 
 class PortalSettings(BaseSettings):
@@ -17,7 +18,7 @@ class PortalSettings(BaseSettings):
 
     # Credentials and addresses have no defaults: a gateway that silently talks to a wrong portal, or logs in
     # as a placeholder user, is worse than one that refuses to start.
-    base_url: Annotated[str, Field(description="Portal root, e.g. https://dichvucong.gov.vn/adapter")]
+    base_url: Annotated[HttpRoot, Field(description="Portal root, e.g. https://dichvucong.gov.vn/adapter")]
     username: Annotated[str, Field(min_length=1)]
     password: SecretStr
     dstcode: Annotated[str, Field(min_length=1, description="Sent as the `dstcode` header at login")]
@@ -51,14 +52,6 @@ class PortalSettings(BaseSettings):
     # DuocThanhToanTrucTuyen of a payment the gateway's payment partner confirmed: 2 (the province's payment
     # platform) unless that partner is the national portal's own payment platform.
     confirmed_payments_as: OnlinePayment = OnlinePayment.PROVINCIAL_PLATFORM
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        # Paths are appended with their own leading slash.
-        return value.rstrip("/")
 
     @field_validator("login_path", "service_path")
     @classmethod

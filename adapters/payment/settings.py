@@ -11,6 +11,8 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.urls import HttpRoot
+
 DAY_S = 86_400.0
 
 
@@ -19,12 +21,12 @@ class PaymentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_PAYMENT_", extra="ignore", frozen=True)
 
-    base_url: Annotated[str, Field(description="The platform's API root, e.g. https://thanhtoan.example.vn")]
+    base_url: Annotated[HttpRoot, Field(description="The platform's API root, e.g. https://thanhtoan.example.vn")]
     client_id: Annotated[str, Field(min_length=1, max_length=50, description="Our client_id at the platform")]
     key_1: SecretStr = Field(description="HMAC key signing our requests (check_sum of create and inquiry)")
     key_2: SecretStr = Field(description="HMAC key the platform signs its callbacks and inquiry answers with")
     version: Annotated[str, Field(min_length=1, max_length=10)] = "1.0"
-    return_url: Annotated[str, Field(description="Where the payer's browser returns after paying")]
+    return_url: Annotated[HttpRoot, Field(description="Where the payer's browser returns after paying")]
     create_path: str = "/api/v1/transactions"
     inquiry_path: str = "/api/v1/transactions/inquiry"
     timeout_s: Annotated[float, Field(gt=0, description="Total time allowed for one HTTP exchange")] = 10.0
@@ -43,13 +45,6 @@ class PaymentSettings(BaseSettings):
     inquiry_after_s: Annotated[float, Field(gt=0)] = 900.0
     inquiry_interval_s: Annotated[float, Field(gt=0)] = 900.0
     expire_after_s: Annotated[float, Field(gt=0)] = 3 * DAY_S
-
-    @field_validator("base_url", "return_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
     @field_validator("key_1", "key_2")
     @classmethod

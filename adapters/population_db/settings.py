@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.population import CODE_PATTERN, PURPOSE_PATTERN, CitizenField
+from gateway.urls import HttpUrl
 
 CONTRACT_WSDL: Final = Path(__file__).resolve().parents[2] / "contracts" / "population" / "population.v1.wsdl"
 _ADDRESSES: Final = [CitizenField.PERMANENT_ADDRESS, CitizenField.CURRENT_ADDRESS]
@@ -37,7 +38,7 @@ class PopulationSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_POPULATION_DB_", extra="ignore", frozen=True)
 
-    base_url: Annotated[str, Field(description="The SOAP endpoint at NDXP/LGSP, e.g. https://ndxp.example.vn/dancu")]
+    base_url: Annotated[HttpUrl, Field(description="The SOAP endpoint at NDXP/LGSP, e.g. https://ndxp.example.vn/dancu")]
     wsdl_path: Path = Field(default=CONTRACT_WSDL, description="The WSDL (the contract's own unless adapted)")
     username: Annotated[str, Field(min_length=1, description="The gateway's account at the exchange platform")]
     secret: SecretStr = Field(description="The account's secret: Basic username:SHA256(url+username+timestamp+secret)")
@@ -62,13 +63,6 @@ class PopulationSettings(BaseSettings):
     per_officer_limit: str = Field(default="30/minute", description="Lookups per officer (limits notation)")
     per_agency_limit: str = Field(default="600/minute", description="Lookups per agency (limits notation)")
     partner_quota: str = Field(default="50/second", description="Calls toward the database (its published quota)")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value
 
     @field_validator("wsdl_path")
     @classmethod

@@ -7,6 +7,8 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.urls import HttpRoot
+
 
 class PostalSettings(BaseSettings):
     """Where and as whom the gateway talks to the postal service (dịch vụ bưu chính công ích)."""
@@ -15,7 +17,7 @@ class PostalSettings(BaseSettings):
 
     # Credentials and addresses have no defaults: a gateway that books pickups with a wrong account or at a
     # wrong service is worse than one that refuses to start.
-    base_url: Annotated[str, Field(description="Service root, e.g. https://api.vnpost.vn")]
+    base_url: Annotated[HttpRoot, Field(description="Service root, e.g. https://api.vnpost.vn")]
     client_key: Annotated[str, Field(min_length=1, description="OAuth2 client id (the user part of Basic)")]
     client_secret: SecretStr
     customer_code: Annotated[str, Field(min_length=1, description="Our CustomerCode, sent with every order")]
@@ -53,14 +55,6 @@ class PostalSettings(BaseSettings):
     order_exists_codes: list[str] = ["ORDER_EXISTS"]
     # "The order is already cancelled": a repeated cancel, a success.
     already_cancelled_codes: list[str] = ["ORDER_CANCELLED"]
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        # Paths are appended with their own leading slash.
-        return value.rstrip("/")
 
     @field_validator("token_path", "order_path", "cancel_path", "tracking_path")
     @classmethod

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.urls import HttpUrl
+
 CONTRACT_WSDL: Final = Path(__file__).resolve().parents[2] / "contracts" / "tax" / "tax-interconnect.v1.wsdl"
 DAY_S: Final = 86_400.0
 
@@ -49,7 +51,7 @@ class TaxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_TAX_", extra="ignore", frozen=True)
 
-    base_url: Annotated[str, Field(description="The SOAP endpoint, e.g. https://thue.example.vn/tax-interconnect/v1")]
+    base_url: Annotated[HttpUrl, Field(description="The SOAP endpoint, e.g. https://thue.example.vn/tax-interconnect/v1")]
     wsdl_path: Annotated[Path, Field(description="The WSDL (the contract's own unless the province adapts it)")] = (
         CONTRACT_WSDL
     )
@@ -99,13 +101,6 @@ class TaxSettings(BaseSettings):
             "notices' own deadline (HAN_NOP), since a late payment still ends the obligation",
         ),
     ] = 60 * DAY_S
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value
 
     @field_validator("wsdl_path")
     @classmethod
