@@ -59,6 +59,16 @@ async def test_officer_and_agency_limits_hold_under_concurrent_requests() -> Non
     assert await limits.admit(*one_refused, "AG-1") is not None  # refused: still over the limits
 
 
+async def test_a_request_refused_by_one_limit_is_counted_by_none() -> None:
+    limits = RateLimits(per_officer="2/hour", per_agency="1/hour", partner_quota="1000/second")
+    assert await limits.admit("first", "CB-1", "AG-1") is None
+    assert "agency" in (await limits.admit("second", "CB-1", "AG-1") or "")  # over the agency's limit
+    assert "agency" in (await limits.admit("third", "CB-1", "AG-1") or "")
+    # CB-1 was charged once (the refusals counted nowhere): in another agency one more request goes on.
+    assert await limits.admit("fourth", "CB-1", "AG-2") is None
+    assert "officer" in (await limits.admit("fifth", "CB-1", "AG-3") or "")
+
+
 async def test_a_request_admitted_once_is_not_counted_again() -> None:
     limits = RateLimits(per_officer="2/minute", per_agency="100/minute", partner_quota="1000/second")
     assert await limits.admit("same", "CB-1", "AG") is None
