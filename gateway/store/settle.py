@@ -80,16 +80,31 @@ R = TypeVar("R")
 class _Batcher(Generic[T, R]):
     """One task serves every queued request with one call of `work(batch)`."""
 
-    def __init__(self, name: str, work: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
+    def __init__(
+        self, name: str, work: Callable[[list[T]], Awaitable[list[R]]], max_batch: int, *, direct: bool = False
+    ) -> None:
         self._name = name
         self._work = work
         self._max_batch = max_batch
+        # `direct`: a request finding the batcher idle runs its batch of one in its own task. Two hops of a busy
+        # event loop less (to the batcher's task and back), for work that may run beside a batch (reads).
+        self._direct = direct
+        self._working = 0
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
 
     async def submit(self, item: T) -> R:
+        if self._direct and not self._working and self._queue.empty():
+            self._working += 1
+            try:
+                (result,) = await self._work([item])
+            finally:
+                self._working -= 1
+            self.batches += 1
+            self.items += 1
+            return result
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=self._name)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -109,23 +124,30 @@ class _Batcher(Generic[T, R]):
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             live = [(item, fut) for item, fut in batch if not fut.done()]
+            self._working += 1
             try:
-                results = await self._work([item for item, _ in live])
-            except asyncio.CancelledError:
-                for _, fut in live:
-                    fut.cancel()
-                raise
-            except Exception as exc:
-                if len(live) > 1 and not transient(exc):
-                    await self._one_by_one(live)
-                else:  # every waiter learns it failed; their messages are redone
-                    _fail(live, exc)
-                continue
-            for (_, fut), result in zip(live, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-            self.batches += 1
-            self.items += len(live)
+                await self._serve(live)
+            finally:
+                self._working -= 1
+
+    async def _serve(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._work([item for item, _ in live])
+        except asyncio.CancelledError:
+            for _, fut in live:
+                fut.cancel()
+            raise
+        except Exception as exc:
+            if len(live) > 1 and not transient(exc):
+                await self._one_by_one(live)
+            else:  # every waiter learns it failed; their messages are redone
+                _fail(live, exc)
+            return
+        for (_, fut), result in zip(live, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+        self.batches += 1
+        self.items += len(live)
 
     async def _one_by_one(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
         """The batch failed for a reason that is not the connection's: some item holds a value the database or
@@ -181,6 +203,7 @@ _K = parked_messages.c
 # back and waits to take it again from the event loop (three statements cost about 1 ms more per lookup at
 # 50 lookups/s, bench/population.py), and one statement is one snapshot on PostgreSQL too.
 _PARKED, _VERSION, _PROCESSED = "k", "v", "p"
+_SMALL_READ = 16  # lookups a batch may hold to be read on the event loop
 _STATE_IN = union_all(
     select(literal(_PARKED).label("kind"), _K.dossier_code.label("id"), cast(null(), Integer).label("version"),
            cast(null(), String).label("outcome"))
@@ -199,7 +222,7 @@ class GroupCommitter:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self._runner = batch_runner(engine)
         self._lock = append_lock(engine)
-        self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch)
+        self._reads: _Batcher[Lookup, Known] = _Batcher("state-lookups", self._read, max_batch, direct=True)
         self._writes: _Batcher[Settlement, bool] = _Batcher("group-commit", self._write, max_batch)
         self.owned = OwnedVersions()
         # The ledger head as our last batch left it (None: read it); see append_rows.
@@ -263,7 +286,9 @@ class GroupCommitter:
         self._runner.close()
 
     async def _read(self, batch: list[Lookup]) -> list[Known]:
-        return await self._runner.read(functools.partial(_look_up, batch=batch))
+        # A light load's batch is a few rows: on SQLite it runs on the loop (no thread hop, see batch_runner);
+        # a backlog's large batches keep the reader thread, whose SQLite work runs beside the loop.
+        return await self._runner.read(functools.partial(_look_up, batch=batch), small=len(batch) <= _SMALL_READ)
 
     async def _write(self, batch: list[Settlement]) -> list[bool]:
         async with self._lock:
