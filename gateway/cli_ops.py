@@ -130,7 +130,7 @@ def _filter(
 
 async def _select(settings: GatewaySettings, options: dict[str, Any], topic: str | None, flt: dlq.DlqFilter,
                   engine: AsyncEngine) -> dlq.Selection:
-    topics = dlq.dlt_topics_for(settings, topic, flt.adapter)
+    topics = await dlq.dlt_topics_with_reactions(options, settings, topic, flt.adapter)
     return await dlq.select_letters(options, topics, DlqActions(engine), flt)
 
 

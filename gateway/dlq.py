@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.topics import dead_letter_topic
 from gateway import dead_letters as dl
-from gateway.plugins import input_topic
+from gateway.plugins import available, input_topic
 from gateway.runtime.records import InboundRecord
 from gateway.settings import GatewaySettings
 from gateway.store.dlq_actions import ActionRecord, DlqAction, DlqActions
-from gateway.topic_scan import TopicScan
+from gateway.topic_scan import TopicScan, existing_topics
 
 REPLAY_HEADER = dl.REPLAY_HEADER
 REPLAY_KIND_HEADER = dl.REPLAY_KIND_HEADER
@@ -330,3 +330,21 @@ def dlt_topics_for(settings: GatewaySettings, topic: str | None, adapter: str | 
     if topic:
         return dlt_topics(topic, names)
     return [dead_letter_topic(input_topic(name, settings.topics), name) for name in dict.fromkeys(names)]
+
+
+async def dlt_topics_with_reactions(
+    options: dict[str, Any], settings: GatewaySettings, topic: str | None, adapter: str | None
+) -> list[str]:
+    """`dlt_topics_for`, and without `topic` also the dead-letter topics of the adapters' reactions
+    (`<partner events topic>.<adapter>-dlt`) that exist on the broker: which partners an adapter reacts to may
+    depend on its settings (the portal's `react_to`), so the broker says which there are."""
+    topics = dlt_topics_for(settings, topic, adapter)
+    if topic is not None:
+        return topics
+    names = [adapter] if adapter else settings.adapters
+    candidates = [
+        dead_letter_topic(settings.topics.partner_events.format(partner=partner), name)
+        for name in dict.fromkeys(names) for partner in available() if partner != name
+    ]
+    present = await existing_topics(options)
+    return topics + [t for t in candidates if t in present and t not in topics]

@@ -33,6 +33,16 @@ def inbound(record: Any) -> InboundRecord:
     )
 
 
+async def existing_topics(options: dict[str, Any]) -> set[str]:
+    """The topics on the broker, listed (asking for one by name would make Tansu create it)."""
+    consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False, client_id="gateway-ops")
+    await consumer.start()
+    try:
+        return set(await consumer.topics())
+    finally:
+        await consumer.stop()
+
+
 @dataclass
 class TopicScan:
     """Reads a topic from the beginning (or one partition from an offset) up to its high watermark.

@@ -18,8 +18,10 @@ import pytest
 import adapters.postal.plugin as postal_plugin
 from contracts.partner_events import ObservedEvent, partner_event_id
 from gateway.adapter import Delivered, Emitted
+from gateway.dlq import DlqFilter, dlt_topics_with_reactions, select_letters
 from gateway.errors import PartnerUnavailable
 from gateway.plugins import AdapterParts, BuildContext, Plugin, Reaction
+from gateway.topic_scan import client_options
 from tests.integration.portal_harness import produce, read_records, wait_until
 from tests.integration.postal_harness import dossier, postal_gateway
 
@@ -105,6 +107,12 @@ async def test_a_partners_events_reach_the_reacting_adapter_once_and_its_own_eve
         # Two failures (the partner down), then the reaction: retried in-process, one effect, and the duplicate
         # (behind it in the dossier's lane) recognised as processed, not delivered again.
         assert run.gw is not None
+        # `gateway dlq` finds it: the reaction's dead-letter topic is listed beside the adapter's own.
+        options = client_options(run.gw.settings.kafka)
+        topics = await dlt_topics_with_reactions(options, run.gw.settings, None, "postal")
+        assert topics[0].endswith(".postal-dlt") and f"{payments}.postal-dlt" in topics
+        listed = await select_letters(options, topics, None, DlqFilter(adapter="postal"))
+        assert [item.letter.record.value for item in listed.items] == [b"{not json"]
         registry = run.gw.metrics.registry
         labels = {"adapter": "postal", "event_type": "payment.confirmed"}
         assert await wait_until(lambda: registry.get_sample_value(
