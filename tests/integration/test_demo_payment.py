@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import demo_payment
+from gateway.demo import payment as demo_payment
 
 pytestmark = pytest.mark.integration
 

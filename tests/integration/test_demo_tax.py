@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from gateway import demo_tax
 from gateway.demo import run_demo
+from gateway.demo import tax as demo_tax
 
 pytestmark = pytest.mark.integration
 

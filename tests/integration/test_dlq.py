@@ -33,7 +33,7 @@ async def cli(settings: GatewaySettings, *args: str) -> Result:
         "GATEWAY_TOPICS__RESULTS": settings.topics.results,
     }
     # The test process's logging belongs to the gateway under test, not to the command.
-    with patch("gateway.cli_ops.configure_logging"):
+    with patch("gateway.cli.ops.configure_logging"):
         runner = CliRunner()
         return await asyncio.to_thread(lambda: runner.invoke(app, list(args), env=env, catch_exceptions=False))
 

@@ -15,7 +15,7 @@ import aiohttp
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from gateway.cli_check import check_database
+from gateway.cli.check import check_database
 from gateway.store.database import alembic_config, create_engine, migrate
 from tests.contract.harness import PROJECT_ROOT
 from tests.contract.national_portal import NationalPortalContract

@@ -53,7 +53,7 @@ async def _seed(url: str) -> None:
 def _audit(url: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
     env: dict[str, Any] = {"GATEWAY_CONFIG": None, "GATEWAY_DATABASE_URL": url,
                            "GATEWAY_POPULATION_DB_ACCESS_LOG_KEY": KEY}
-    with patch("gateway.cli_ops.configure_logging"):  # the test process's logging is not the command's
+    with patch("gateway.cli.ops.configure_logging"):  # the test process's logging is not the command's
         result = CliRunner().invoke(app, ["audit", "population", *args], env=env, input=stdin, catch_exceptions=False)
     return result.exit_code, result.output
 
@@ -81,7 +81,7 @@ def test_a_person_cannot_be_found_without_the_key(tmp_path: Any) -> None:
     asyncio.run(_seed(url))
     env: dict[str, Any] = {"GATEWAY_CONFIG": None, "GATEWAY_DATABASE_URL": url,
                            "GATEWAY_POPULATION_DB_ACCESS_LOG_KEY": None}
-    with patch("gateway.cli_ops.configure_logging"):
+    with patch("gateway.cli.ops.configure_logging"):
         result = CliRunner().invoke(app, ["audit", "population", "--id-number-stdin"], env=env, input="051190001234\n")
     assert result.exit_code == 2 and "GATEWAY_POPULATION_DB_ACCESS_LOG_KEY" in result.output
     wrong = subject_hash(b"another key of at least thirty-two chars", "051190001234")

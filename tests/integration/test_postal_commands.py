@@ -175,7 +175,7 @@ async def test_trace_shows_a_postal_dossier_from_command_to_tracking(kafka_boots
             "GATEWAY_TOPICS__PARTNER_EVENTS": topics.partner_events, "GATEWAY_CONFIG": None,
         }
         # The command's logging setup would bind structlog to CliRunner's stdout, closed after the call.
-        with patch("gateway.cli_ops.configure_logging"):
+        with patch("gateway.cli.ops.configure_logging"):
             shown = await asyncio.to_thread(
                 CliRunner().invoke, app, ["trace", code, "--json"], env=env, catch_exceptions=False
             )

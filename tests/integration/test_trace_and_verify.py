@@ -32,7 +32,7 @@ GATEWAY = Path(sys.executable).with_name("gateway")
 
 async def cli(env: dict[str, str | None], *args: str) -> Result:
     """The real typer app in a worker thread (it runs its own event loop), configured by environment."""
-    with patch("gateway.cli_ops.configure_logging"):  # the test process's logging is not the command's
+    with patch("gateway.cli.ops.configure_logging"):  # the test process's logging is not the command's
         runner = CliRunner()
         return await asyncio.to_thread(
             lambda: runner.invoke(app, list(args), env={"GATEWAY_CONFIG": None, **env}, catch_exceptions=False)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import gateway.cli_contracts
+import gateway.cli.contracts
 import gateway.pipeline
 from contracts.export import EXAMPLE_DIR, examples
-from gateway.cli_contracts import contracts_app
+from gateway.cli.contracts import contracts_app
 from tests.unit.test_contract_schema_truth import CASES, Case, build, gateway_verdict
 
 runner = CliRunner()
@@ -22,7 +22,7 @@ def lines(output: str) -> list[str]:
 
 
 def test_the_validator_is_the_pipelines_decoder() -> None:
-    assert gateway.cli_contracts.decode is gateway.pipeline.decode
+    assert gateway.cli.contracts.decode is gateway.pipeline.decode
 
 
 def test_every_example_is_ok() -> None:

@@ -12,8 +12,8 @@ from adapters.postal.simulator import DELIVERED, IN_TRANSIT, RETURNED, PostalSim
 from contracts.dossier import Channel
 from contracts.events import DossierReceived, Resolved, ResultReturned
 from contracts.postal import ArrangePickup, DeliverResult, parse_postal_command
-from gateway import demo_postal
-from gateway.demo_postal import PostalWatcher
+from gateway.demo import postal as demo_postal
+from gateway.demo.postal import PostalWatcher
 from gateway.loadgen import volumes
 from gateway.loadgen.journeys import Journey, generate_journeys
 from gateway.loadgen.postal import PostalCommand, encode_command, postal_commands

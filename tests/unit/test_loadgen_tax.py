@@ -14,8 +14,8 @@ from contracts.dossier import ApplicantKind
 from contracts.events import FinancialObligationRequired
 from contracts.tax import DetermineObligations, TransactionKind, parse_tax_command
 from contracts.validators import check_personal_id
-from gateway import demo_tax
-from gateway.demo_tax import TaxWatcher
+from gateway.demo import tax as demo_tax
+from gateway.demo.tax import TaxWatcher
 from gateway.loadgen.journeys import Journey, generate_journeys
 from gateway.loadgen.tax import LAND_OFFICE_CODE, TRANSACTION_OF, encode_command, tax_commands
 

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.cli_ops import _engine, _fail, _run, _settings
+from gateway.cli.ops import _engine, _fail, _run, _settings
 from gateway.index.figures import DEFAULT_TARGET_DELAY_S, IndexReport, agencies, compute
 from gateway.store.service_index import ServiceIndexStore
 

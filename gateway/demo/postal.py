@@ -16,7 +16,7 @@ from adapters.postal.mapping import order_number
 from adapters.postal.settings import PostalSettings
 from adapters.postal.simulator import CANCELLED, DELIVERED, RETURNED, PostalSimulator
 from contracts.postal import EVENT_TYPES, ArrangePickup, Purpose
-from gateway.demo_watch import EventsWatcher
+from gateway.demo.watch import EventsWatcher
 from gateway.loadgen.postal import PostalCommand, encode_command
 
 PARTNER: Final = "postal"

@@ -30,7 +30,7 @@ from rich.table import Table
 from adapters.tax.settings import TaxSettings
 from adapters.tax.simulator import Identity, TaxSimulator, generate_identity
 from contracts.tax import EVENT_TYPES, DetermineObligations
-from gateway.demo_watch import EventsWatcher
+from gateway.demo.watch import EventsWatcher
 from gateway.loadgen.tax import LAND_OFFICE_CODE, encode_command
 from gateway.settings import FollowUpSettings
 

@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from gateway import cli_index
-from gateway.cli_audit import audit_app
-from gateway.cli_check import check
-from gateway.cli_contracts import contracts_app
-from gateway.cli_ops import dlq_app, ledger_app, trace
-from gateway.cli_payment import payment_app
+from gateway.cli import index as cli_index
+from gateway.cli.audit import audit_app
+from gateway.cli.check import check
+from gateway.cli.contracts import contracts_app
+from gateway.cli.ops import dlq_app, ledger_app, trace
+from gateway.cli.payment import payment_app
 from gateway.logging import configure_logging
 from gateway.runtime import tuning
 from gateway.settings import GatewaySettings, InvalidSettings, InvalidSettingValues, describe, load_settings

@@ -1,7 +1,7 @@
 """The payment demo: fee requests for dossiers, citizens paying, the platform's callbacks lost at random and
 recovered by the gateway's inquiry; judged from outside (the simulator against the payment events topic).
 
-    python -m gateway.demo_payment [--fees 200] [--loss 0.3] [--seed 7]
+    python -m gateway.demo.payment [--fees 200] [--loss 0.3] [--seed 7]
 
 Embedded broker, the payment platform simulator, an in-process gateway with its inbound listener. Each fee
 request's citizen pays (one in ten is refused by the bank); the simulator drops `loss` of the callbacks, sends
@@ -31,7 +31,7 @@ from adapters.payment.settings import PaymentSettings
 from adapters.payment.simulator import PaymentSimulator
 from contracts.export import examples
 from gateway.bootstrap import start_gateway
-from gateway.demo_watch import EventsWatcher
+from gateway.demo.watch import EventsWatcher
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.plugins import input_topic, output_topic
 from gateway.settings import FollowUpSettings, GatewaySettings, HttpSettings, InboundSettings, KafkaSettings
@@ -232,7 +232,7 @@ async def run(fees: int = 200, loss: float = 0.3, seed: int = 7, timeout_s: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.demo_payment", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gateway.demo.payment", description=__doc__.splitlines()[0])
     parser.add_argument("--fees", type=int, default=200)
     parser.add_argument("--loss", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=7)

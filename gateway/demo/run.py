@@ -7,8 +7,8 @@ topic; the postal commands they cause (dossiers received by post, results return
 go to the postal commands topic and the tax commands (land dossiers at their financial-obligation step:
 gateway.loadgen.tax) to the tax commands topic, each right after the event that caused it. The demo waits until
 every dossier is synced, every command answered, every postal order final and every land dossier's follow-ups
-over (or a deadline), then judges the three partners from outside (gateway.demo_postal for the post,
-gateway.demo_tax for the tax office).
+over (or a deadline), then judges the three partners from outside (gateway.demo.postal for the post,
+gateway.demo.tax for the tax office).
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ from adapters.postal.simulator import PostalSimulator
 from adapters.tax.simulator import TaxSimulator
 from contracts.events import ProcessingStepDone, Rated
 from contracts.topics import DOSSIER_EVENTS, SYNC_RESULTS, dead_letter_topic
-from gateway import demo_payment, demo_population, demo_postal, demo_tax
 from gateway.bootstrap import Gateway, start_gateway
-from gateway.demo_payment import PaymentReport, PaymentWatcher
-from gateway.demo_postal import PostalReport, PostalWatcher
-from gateway.demo_tax import TaxReport, TaxWatcher
+from gateway.demo import payment as demo_payment
+from gateway.demo import population as demo_population
+from gateway.demo import postal as demo_postal
+from gateway.demo import tax as demo_tax
+from gateway.demo.payment import PaymentReport, PaymentWatcher
+from gateway.demo.postal import PostalReport, PostalWatcher
+from gateway.demo.tax import TaxReport, TaxWatcher
 from gateway.embedded_broker import EmbeddedBroker
 from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
 from gateway.loadgen.postal import postal_commands

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_ops import Config, _engine, _fail, _out, _run, _settings
+from gateway.cli.ops import Config, _engine, _fail, _out, _run, _settings
 from gateway.metrics import GatewayMetrics
 from gateway.reconcile import KINDS, Report, compare
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.cli_ops import Config, Json, Since, Until, _emit_json, _engine, _fail, _out, _run, _settings, _time
+from gateway.cli.ops import Config, Json, Since, Until, _emit_json, _engine, _fail, _out, _run, _settings, _time
 from gateway.store.access_log import AccessLog, subject_hash
 
 audit_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Who looked up whose personal data, and why.")
