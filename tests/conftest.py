@@ -10,6 +10,7 @@ import structlog
 
 import gateway.logging
 from gateway.embedded_broker import EmbeddedBroker
+from tests import durations
 
 _configure_logging = gateway.logging.configure_logging
 
@@ -24,6 +25,12 @@ def _configure_logging_uncached(*args: Any, **kwargs: Any) -> None:
 
 # Before any test module imports gateway.cli (which takes configure_logging by name).
 gateway.logging.configure_logging = _configure_logging_uncached
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest tests first, slowest of all first (tests/durations.py says why); the rest keep their order."""
+    seconds = durations.recorded()
+    items.sort(key=lambda item: -seconds.get(item.nodeid, 0.0))  # stable: unlisted tests keep pytest's order
 
 
 @pytest.fixture(autouse=True)
