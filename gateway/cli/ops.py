@@ -15,7 +15,7 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -158,10 +158,19 @@ def list_letters(
     if as_json:
         _emit_json([item.summary() for item in selection.items])
         return
-    table = Table("p@offset", "dossier", "adapter", "error class", "attempts", "last failure (UTC)", "state", "reason")
-    for item in selection.items:
+    # One topic read: P@O is enough for `show`; several (adapters', reactions'): the topic too, for `show`.
+    several = len(selection.scanned) > 1
+    places = [
+        (f"{item.letter.dlt_topic}/" if several else "") + f"{item.letter.record.partition}@{item.letter.record.offset}"
+        for item in selection.items
+    ]
+    place_column = Column("topic/p@offset" if several else "p@offset", no_wrap=True,  # copied whole into `show`
+                          min_width=max(map(len, places), default=8))
+    table = Table(place_column, "dossier", "adapter", "error class", "attempts", "last failure (UTC)", "state",
+                  "reason")
+    for place, item in zip(places, selection.items, strict=True):
         s = item.summary(reason_limit=80)
-        table.add_row(f"{s['partition']}@{s['offset']}", s["dossier"], s["adapter"], s["error_class"],
+        table.add_row(place, s["dossier"], s["adapter"], s["error_class"],
                       str(s["attempts"] or ""), s["last_failure"][:19], s["state"], s["reason"])
     out = _out()
     out.print(table)

@@ -19,7 +19,6 @@ recovering the WAL after a crash), the read goes to the thread, which waits as e
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -28,7 +27,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store.database import create_threaded_sqlite_engine, writer
+from gateway.store.database import create_threaded_sqlite_engine, sqlite_busy, writer
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -70,7 +69,7 @@ class ThreadedSqliteRunner:
             try:
                 return _read(self._inline, work)
             except OperationalError as exc:
-                if not _busy(exc):
+                if not sqlite_busy(exc.orig):
                     raise
         return await loop.run_in_executor(self._reads, _read, self._engine, work)
 
@@ -116,12 +115,6 @@ def _never_wait(dbapi_connection: Any, _record: Any) -> None:
 
 def _open(engine: Engine) -> None:
     engine.connect().close()  # the pool keeps it
-
-
-def _busy(exc: OperationalError) -> bool:
-    return isinstance(exc.orig, sqlite3.OperationalError) and any(
-        word in str(exc.orig) for word in ("locked", "busy")
-    )
 
 
 def _read(engine: Engine, work: Work[T]) -> T:

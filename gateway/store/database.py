@@ -114,6 +114,14 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
+def sqlite_busy(exc: BaseException | None) -> bool:
+    """SQLite refused for a lock another connection holds: SQLITE_BUSY ("database is locked") or SQLITE_LOCKED,
+    extended codes included; a statement worth trying again, unlike any other error."""
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in (
+        sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED
+    )
+
+
 def _switch_to_wal(cursor: Any, deadline_s: float = 10.0) -> None:
     """PRAGMA journal_mode=WAL, retried while the file is locked.
 
@@ -127,7 +135,7 @@ def _switch_to_wal(cursor: Any, deadline_s: float = 10.0) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > give_up:
+            if not sqlite_busy(exc) or time.monotonic() > give_up:
                 raise
             time.sleep(0.02)
 

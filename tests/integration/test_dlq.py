@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from unittest.mock import patch
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from contracts.events import DossierReceived
-from gateway.cli import app
 from gateway.demo import count_lost
 from gateway.dlq import REPLAY_HEADER, DlqFilter, dlt_topics_for, select_letters
 from gateway.loadgen.journeys import Journey, encode, generate_journeys, key
-from gateway.settings import GatewaySettings
 from gateway.store import DlqActions, create_engine
 from gateway.topic_scan import client_options
+from tests.integration.cli_harness import cli
 from tests.integration.portal_harness import Harness, follow_up, portal_gateway, produce, read_all, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-async def cli(settings: GatewaySettings, *args: str) -> Result:
-    """The real typer app, in a worker thread (it runs its own event loop), configured by environment."""
-    env: dict[str, str | None] = {
-        "GATEWAY_CONFIG": None,
-        "GATEWAY_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "GATEWAY_DATABASE_URL": settings.database_url,
-        "GATEWAY_TOPICS__INPUT": settings.topics.input,
-        "GATEWAY_TOPICS__RESULTS": settings.topics.results,
-    }
-    # The test process's logging belongs to the gateway under test, not to the command.
-    with patch("gateway.cli.ops.configure_logging"):
-        runner = CliRunner()
-        return await asyncio.to_thread(lambda: runner.invoke(app, list(args), env=env, catch_exceptions=False))
 
 
 def full_name(journey: Journey) -> str:

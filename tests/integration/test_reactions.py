@@ -22,6 +22,7 @@ from gateway.dlq import DlqFilter, dlt_topics_with_reactions, select_letters
 from gateway.errors import PartnerUnavailable
 from gateway.plugins import AdapterParts, BuildContext, Plugin, Reaction
 from gateway.topic_scan import client_options
+from tests.integration.cli_harness import cli
 from tests.integration.portal_harness import produce, read_records, wait_until
 from tests.integration.postal_harness import dossier, postal_gateway
 
@@ -113,6 +114,12 @@ async def test_a_partners_events_reach_the_reacting_adapter_once_and_its_own_eve
         assert topics[0].endswith(".postal-dlt") and f"{payments}.postal-dlt" in topics
         listed = await select_letters(options, topics, None, DlqFilter(adapter="postal"))
         assert [item.letter.record.value for item in listed.items] == [b"{not json"]
+        # Read from two topics, `list` prints each letter's topic with its place, which `show` takes as it is.
+        where = f"{payments}.postal-dlt/{dead[0].partition}@{dead[0].offset}"
+        table = await cli(run.gw.settings, "dlq", "list", "--adapter", "postal")
+        assert table.exit_code == 0 and where in table.stdout.replace("\n", ""), table.stdout
+        shown = json.loads((await cli(run.gw.settings, "dlq", "show", where, "--json")).stdout)
+        assert shown["coordinates"] == where and shown["value"] == "{not json"
         registry = run.gw.metrics.registry
         labels = {"adapter": "postal", "event_type": "payment.confirmed"}
         assert await wait_until(lambda: registry.get_sample_value(

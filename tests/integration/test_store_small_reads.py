@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from gateway.store import open_store
 from gateway.store.batch_runner import ThreadedSqliteRunner, batch_runner
-from gateway.store.database import SQLITE_BUSY_TIMEOUT_MS
+from gateway.store.database import SQLITE_BUSY_TIMEOUT_MS, sqlite_busy
 from gateway.store.schema import sync_state
 from gateway.store.sync_state import advance_row, advance_statement
 
@@ -50,13 +50,15 @@ async def test_a_small_read_runs_on_the_loop_without_a_busy_timeout(runner: Thre
     assert await runner.read(_versions, small=True) == {"D1": 3}
 
 
-def _refuse_once(runner: ThreadedSqliteRunner, message: str) -> list[str]:
+def _refuse_once(runner: ThreadedSqliteRunner, message: str, code: int) -> list[str]:
     refused: list[str] = []
 
     def refuse(*_: Any) -> None:
         if not refused:
             refused.append(threading.current_thread().name)
-            raise sqlite3.OperationalError(message)
+            error = sqlite3.OperationalError(message)
+            error.sqlite_errorcode = code  # as sqlite3 sets it on the errors SQLite returns
+            raise error
 
     event.listen(runner._inline, "before_cursor_execute", refuse)
     return refused
@@ -64,7 +66,7 @@ def _refuse_once(runner: ThreadedSqliteRunner, message: str) -> list[str]:
 
 async def test_a_small_read_refused_as_busy_is_read_again_in_the_thread(runner: ThreadedSqliteRunner) -> None:
     await runner.read(_versions, small=True)  # the inline connection is open
-    refused = _refuse_once(runner, "database is locked")
+    refused = _refuse_once(runner, "database is locked", sqlite3.SQLITE_BUSY)
     thread, timeout = await runner.read(_where, small=True)
     assert refused == [threading.current_thread().name]  # tried on the loop first
     assert thread.startswith("sqlite-read") and timeout == SQLITE_BUSY_TIMEOUT_MS
@@ -73,6 +75,21 @@ async def test_a_small_read_refused_as_busy_is_read_again_in_the_thread(runner: 
 
 async def test_any_other_error_of_a_small_read_is_its_callers(runner: ThreadedSqliteRunner) -> None:
     await runner.read(_versions, small=True)
-    _refuse_once(runner, "no such table: sync_state")
+    _refuse_once(runner, "no such table: sync_state", sqlite3.SQLITE_ERROR)
     with pytest.raises(OperationalError, match="no such table"):
         await runner.read(_versions, small=True)
+
+
+def test_a_lock_held_elsewhere_is_busy_and_nothing_else_is(tmp_path: Path) -> None:
+    path = tmp_path / "lock.db"
+    holder, other = sqlite3.connect(path, isolation_level=None), sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as missing:
+            other.execute("SELECT * FROM nowhere")
+    finally:
+        holder.close()
+        other.close()
+    assert sqlite_busy(locked.value) and not sqlite_busy(missing.value) and not sqlite_busy(None)

@@ -9,34 +9,23 @@ import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from unittest.mock import patch
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner, Result
 
 from contracts.events import DossierReceived
-from gateway.cli import app
 from gateway.demo import count_lost
 from gateway.loadgen.journeys import encode, generate_journeys, key
 from gateway.store import ExchangeEntry, Ledger, create_engine, migrate, sha256_hex
 from gateway.topic_scan import client_options
 from gateway.trace import trace_dossier
+from tests.integration.cli_harness import run_cli as cli
 from tests.integration.portal_harness import portal_gateway, produce, read_all, wait_until
 
 pytestmark = pytest.mark.integration
 
 GATEWAY = Path(sys.executable).with_name("gateway")
-
-
-async def cli(env: dict[str, str | None], *args: str) -> Result:
-    """The real typer app in a worker thread (it runs its own event loop), configured by environment."""
-    with patch("gateway.cli.ops.configure_logging"):  # the test process's logging is not the command's
-        runner = CliRunner()
-        return await asyncio.to_thread(
-            lambda: runner.invoke(app, list(args), env={"GATEWAY_CONFIG": None, **env}, catch_exceptions=False)
-        )
 
 
 def entry(i: int) -> ExchangeEntry:
