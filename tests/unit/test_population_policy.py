@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from typing import Any
 
 import pytest
+from limits.storage import MemoryStorage
 from pydantic import SecretStr
 
 from adapters.population_db.handlers import failure_reply, redact
@@ -82,6 +84,30 @@ async def test_the_partner_quota_says_how_long_to_wait() -> None:
     limits = RateLimits(per_officer="100/minute", per_agency="100/minute", partner_quota="3/second")
     waits = [await limits.quota_wait_s() for _ in range(5)]
     assert waits[:3] == [0.0, 0.0, 0.0] and all(0 < w <= 1.0 for w in waits[3:])
+
+
+async def test_hits_start_no_thread_and_expired_entries_are_still_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = RateLimits(per_officer="3/second", per_agency="1000/second", partner_quota="1000/second")
+    started: list[str] = []
+    original = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        original(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    for i in range(200):  # 200 requests of 50 officers, far apart enough for limits' 10 ms timer to have ended
+        await limits.admit(f"r{i}", f"CB-{i % 50}", "AG")
+        if i % 20 == 0:
+            await asyncio.sleep(0.02)
+    assert started == []
+    storage = limits._limiter.storage
+    assert isinstance(storage, MemoryStorage) and len(storage.events) == 51  # 50 officers and the agency
+    await asyncio.sleep(1.1)  # every entry of a 1-second window expired, and the last sweep is over a second old
+    assert await limits.admit("late", "CB-late", "AG") is None
+    remembered = {key for key, entries in storage.events.items() if entries}
+    assert remembered == {"LIMITER/officer/CB-late/3/1/second", "LIMITER/agency/AG/1000/1/second"}
+    assert started == []
 
 
 def test_a_dead_letter_keeps_no_personal_field() -> None:
