@@ -102,8 +102,7 @@ class _Batcher(Generic[T, R]):
                 (result,) = await self._work([item])
             finally:
                 self._working -= 1
-            self.batches += 1
-            self.items += 1
+            self._served(1)
             return result
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=self._name)
@@ -146,8 +145,11 @@ class _Batcher(Generic[T, R]):
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+        self._served(len(live))
+
+    def _served(self, items: int) -> None:
         self.batches += 1
-        self.items += len(live)
+        self.items += items
 
     async def _one_by_one(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
         """The batch failed for a reason that is not the connection's: some item holds a value the database or
@@ -169,8 +171,7 @@ class _Batcher(Generic[T, R]):
                 continue
             if not fut.done():
                 fut.set_result(result)
-            self.batches += 1
-            self.items += 1
+            self._served(1)
 
 
 def _fail(waiting: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
