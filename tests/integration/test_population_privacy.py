@@ -175,13 +175,6 @@ async def _scan_thousands(bootstrap: str, tmp_path: Path, capsys: pytest.Capture
                 if h not in {p.permanent.detail for p in people} | {p.current.detail for p in people}] == []
 
 
-async def test_a_thousand_lookups_leave_no_personal_data_behind(
-    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await _scan_thousands(kafka_bootstrap, tmp_path, capsys, 1000)
-
-
-@pytest.mark.slow
 async def test_five_thousand_lookups_leave_no_personal_data_behind(
     kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
