@@ -504,7 +504,8 @@ def _print_summary(console: Console, report: DemoReport) -> None:
     rows = [
         ("dossiers", report.dossiers, "generated journeys"),
         ("events produced", report.events_produced, "lifecycle events written to the input topic"),
-        ("events in", report.events_in, "records the gateway consumed (redeliveries count again)"),
+        ("events in", report.events_in, "records the portal adapter consumed: lifecycle events and the partner "
+         "events it reacts to (redeliveries count again)"),
         ("synced", report.synced, "accepted by the portal"),
         ("stale dropped", report.stale_dropped, "older than what the portal already had"),
         ("rejected", report.rejected, "refused by the portal (see dead letters)"),

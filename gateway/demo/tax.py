@@ -309,7 +309,8 @@ def print_report(console: Console, tax: TaxReport) -> None:
     events = tax.events
     rows: list[tuple[str, object, str]] = [
         ("commands sent", tax.commands_sent, f"determine_obligations: {by_kind or 'none'}"),
-        ("commands in", tax.commands_in, "records the gateway consumed (redeliveries count again)"),
+        ("records in", tax.commands_in, "records the tax adapter consumed: its commands and the payment events "
+         "it reacts to (redeliveries count again)"),
         ("answered", sum(answered.values()),
          f"done {answered.get('done', 0)}, rejected {answered.get('rejected', 0)}, "
          f"dead-lettered {answered.get('dead_lettered', 0)}"),
