@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from gateway.plugins import load
 from gateway.settings import TopicSettings
@@ -249,6 +249,38 @@ class AdapterContract(Protocol):
 def plugin_reads(name: str) -> str:
     """What adapter `name` reads, as its plug-in says."""
     return load(name).reads
+
+
+class _Simulator(Protocol):
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Simulator)
+
+
+class PartnerContract(Generic[S]):
+    """What every adapter's contract has alike: its simulator once started, what its plug-in reads, and no feeds
+    and no follow-ups unless it names some."""
+
+    name: str
+    feeds: Sequence[FeedContract] = ()
+    follow_ups: Sequence[FollowUpContract] = ()
+
+    def __init__(self) -> None:
+        self.sim: S | None = None
+
+    @property
+    def simulator(self) -> S:
+        assert self.sim is not None, "simulator not started"
+        return self.sim
+
+    @property
+    def reads(self) -> str:
+        return plugin_reads(self.name)
+
+    async def stop_simulator(self) -> None:
+        if self.sim is not None:
+            await self.sim.stop()
 
 
 @dataclass

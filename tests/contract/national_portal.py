@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,46 +13,28 @@ from gateway.loadgen.journeys import Journey, generate_journeys
 from tests.contract.adapter_contract import (
     SCHEMAS,
     Answer,
-    FeedContract,
-    FollowUpContract,
     Input,
     Inputs,
-    plugin_reads,
+    PartnerContract,
     read_answer,
 )
 
 CREDENTIALS = {"username": "gateway", "password": "secret", "dstcode": "H34", "madonvi": "000.00.00.H55"}
 
 
-class NationalPortalContract:
+class NationalPortalContract(PartnerContract[PortalSimulator]):
     name = "national_portal"
 
     def __init__(self) -> None:
-        self.sim: PortalSimulator | None = None
-
-    @property
-    def reads(self) -> str:
-        return plugin_reads(self.name)
+        super().__init__()
 
     @property
     def output_schema(self) -> Path:
         return SCHEMAS / "sync-result.v1.1.json"
 
-    @property
-    def feeds(self) -> Sequence[FeedContract]:
-        return ()  # the portal is called, never polled
-
-    @property
-    def follow_ups(self) -> Sequence[FollowUpContract]:
-        return ()  # the portal answers every call at once
-
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PortalSimulator(**knobs)
         return await self.sim.start()
-
-    async def stop_simulator(self) -> None:
-        if self.sim is not None:
-            await self.sim.stop()
 
     def journeys(self, count: int, seed: int) -> list[Journey]:
         return generate_journeys(count, seed=seed)

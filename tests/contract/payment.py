@@ -14,7 +14,7 @@ payment.confirmed, under the transaction's one outcome id.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,12 +24,10 @@ from contracts.payment import OUTCOME_FACT, PARTNER, payment_event_id
 from tests.contract.adapter_contract import (
     SCHEMAS,
     Answer,
-    FeedContract,
-    FollowUpContract,
     FollowUpEntry,
     Input,
     Inputs,
-    plugin_reads,
+    PartnerContract,
     read_answer,
 )
 from tests.integration.payment_harness import CLIENT_ID, KEY_1, KEY_2, command, payment_settings
@@ -72,42 +70,21 @@ class InquiryContract:
         return int(self._contract.simulator.stats["inquiries"])
 
 
-class PaymentContract:
+class PaymentContract(PartnerContract[PaymentSimulator]):
     name = PARTNER
 
     def __init__(self) -> None:
-        self.sim: PaymentSimulator | None = None
+        super().__init__()
         self._expected: set[str] = set()
-        self._follow_ups = (InquiryContract(self),)
-
-    @property
-    def simulator(self) -> PaymentSimulator:
-        assert self.sim is not None, "simulator not started"
-        return self.sim
-
-    @property
-    def reads(self) -> str:
-        return plugin_reads(self.name)
+        self.follow_ups = (InquiryContract(self),)
 
     @property
     def output_schema(self) -> Path:
         return SCHEMAS / "payment-event.v1.json"
 
-    @property
-    def feeds(self) -> Sequence[FeedContract]:
-        return ()
-
-    @property
-    def follow_ups(self) -> Sequence[FollowUpContract]:
-        return self._follow_ups
-
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PaymentSimulator(client_id=CLIENT_ID, key_1=KEY_1, key_2=KEY_2, seed=3, **knobs)
         return await self.sim.start()
-
-    async def stop_simulator(self) -> None:
-        if self.sim is not None:
-            await self.sim.stop()
 
     def inputs(self, count: int, seed: int) -> Inputs:
         assert 0 < count < 100, "dossier numbers are <seed % 100><two digits>"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +23,7 @@ from adapters.population_db.mapping import request_id
 from adapters.population_db.simulator import PopulationSimulator
 from contracts.population import PARTNER
 from contracts.topics import partner_events_topic
-from tests.contract.adapter_contract import SCHEMAS, Answer, FeedContract, FollowUpContract, Input, Inputs, Outcome
+from tests.contract.adapter_contract import SCHEMAS, Answer, Input, Inputs, Outcome, PartnerContract
 from tests.contract.checks import REPLY_TOPICS
 from tests.integration.population_harness import ACCESS_KEY, lookup, population_settings
 from tests.integration.postal_harness import dossier
@@ -31,22 +31,16 @@ from tests.integration.postal_harness import dossier
 MAX_IN_FLIGHT: Final = 4
 
 
-class PopulationContract:
+class PopulationContract(PartnerContract[PopulationSimulator]):
     name = PARTNER
-    reads = "commands"
 
     def __init__(self) -> None:
-        self.sim: PopulationSimulator | None = None
+        super().__init__()
         self.reply_topic = f"onestop.replies.contract-{uuid.uuid4().hex[:8]}"
         self._expected: set[str] = set()  # MaYeuCau of every input
         self._schema: Path | None = None
         REPLY_TOPICS.clear()  # one population contract at a time in a process: this one's replies
         REPLY_TOPICS[partner_events_topic(PARTNER) + "."] = (self.reply_topic,)
-
-    @property
-    def simulator(self) -> PopulationSimulator:
-        assert self.sim is not None, "simulator not started"
-        return self.sim
 
     @property
     def output_schema(self) -> Path:
@@ -61,21 +55,9 @@ class PopulationContract:
             self._schema.write_text(json.dumps(combined), encoding="utf-8")
         return self._schema
 
-    @property
-    def feeds(self) -> Sequence[FeedContract]:
-        return ()
-
-    @property
-    def follow_ups(self) -> Sequence[FollowUpContract]:
-        return ()
-
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PopulationSimulator(size=300, **knobs)
         return await self.sim.start()
-
-    async def stop_simulator(self) -> None:
-        if self.sim is not None:
-            await self.sim.stop()
 
     def inputs(self, count: int, seed: int) -> Inputs:
         assert 0 < count < 100, "dossier numbers are <seed % 100><two digits>"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,12 +23,10 @@ from contracts.postal import ONCE_PER_ORDER, PARTNER, Purpose
 from tests.contract.adapter_contract import (
     SCHEMAS,
     Answer,
-    FeedContract,
     FeedEntry,
-    FollowUpContract,
     Input,
     Inputs,
-    plugin_reads,
+    PartnerContract,
     read_answer,
 )
 from tests.integration.postal_harness import CUSTOMER, KEY, SECRET, command, dossier, postal_settings
@@ -85,42 +83,21 @@ class TrackingFeedContract:
         return str(message["feed_record_id"])
 
 
-class PostalContract:
+class PostalContract(PartnerContract[PostalSimulator]):
     name = PARTNER
 
     def __init__(self) -> None:
-        self.sim: PostalSimulator | None = None
+        super().__init__()
         self._expected: set[str] = set()  # every OrderNumber some input asked for
-        self._feeds = (TrackingFeedContract(self),)
-
-    @property
-    def simulator(self) -> PostalSimulator:
-        assert self.sim is not None, "simulator not started"
-        return self.sim
-
-    @property
-    def reads(self) -> str:
-        return plugin_reads(self.name)
+        self.feeds = (TrackingFeedContract(self),)
 
     @property
     def output_schema(self) -> Path:
         return SCHEMAS / "postal-event.v1.json"
 
-    @property
-    def feeds(self) -> Sequence[FeedContract]:
-        return self._feeds
-
-    @property
-    def follow_ups(self) -> Sequence[FollowUpContract]:
-        return ()  # what happens to an order later comes on the tracking feed
-
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = PostalSimulator(client_key=KEY, client_secret=SECRET, customer_code=CUSTOMER, **knobs)
         return await self.sim.start()
-
-    async def stop_simulator(self) -> None:
-        if self.sim is not None:
-            await self.sim.stop()
 
     def inputs(self, count: int, seed: int) -> Inputs:
         """For each of `count` dossiers a pickup then a delivery command, dossier by dossier interleaved; ids

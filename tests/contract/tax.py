@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,12 +28,10 @@ from contracts.tax import PARTNER, tax_event_id
 from tests.contract.adapter_contract import (
     SCHEMAS,
     Answer,
-    FeedContract,
-    FollowUpContract,
     FollowUpEntry,
     Input,
     Inputs,
-    plugin_reads,
+    PartnerContract,
     read_answer,
 )
 from tests.integration.postal_harness import dossier
@@ -116,35 +114,18 @@ class NoticeAndPaymentContract:
         return requests[NOTICES] + requests[VOUCHER]
 
 
-class TaxContract:
+class TaxContract(PartnerContract[TaxSimulator]):
     name = PARTNER
 
     def __init__(self) -> None:
-        self.sim: TaxSimulator | None = None
+        super().__init__()
         self._keys: Path | None = None  # the land office's key and certificate, the tax office's certificate
         self._expected: set[tuple[str, str]] = set()  # (MaHoSo, MaYeuCau) of every submission some input asked for
-        self._follow_ups = (NoticeAndPaymentContract(self),)
-
-    @property
-    def simulator(self) -> TaxSimulator:
-        assert self.sim is not None, "simulator not started"
-        return self.sim
-
-    @property
-    def reads(self) -> str:
-        return plugin_reads(self.name)
+        self.follow_ups = (NoticeAndPaymentContract(self),)
 
     @property
     def output_schema(self) -> Path:
         return SCHEMAS / "tax-event.v1.json"
-
-    @property
-    def feeds(self) -> Sequence[FeedContract]:
-        return ()  # the tax office is asked, it keeps no feed
-
-    @property
-    def follow_ups(self) -> Sequence[FollowUpContract]:
-        return self._follow_ups
 
     async def start_simulator(self, **knobs: Any) -> str:
         self.sim = TaxSimulator(land_office_cert=land_office().cert_pem, **knobs)
@@ -152,8 +133,7 @@ class TaxContract:
         return await self.sim.start()
 
     async def stop_simulator(self) -> None:
-        if self.sim is not None:
-            await self.sim.stop()
+        await super().stop_simulator()
         if self._keys is not None:
             shutil.rmtree(self._keys, ignore_errors=True)
 
