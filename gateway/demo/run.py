@@ -206,7 +206,7 @@ AHEAD = 2_000
 
 
 async def _produce(
-    bootstrap: str, items: list[tuple[str, bytes, bytes, str]], watcher: ResultWatcher, tick: Any
+    bootstrap: str, items: list[tuple[str, bytes, bytes, str]], watcher: ResultWatcher, tick: Any, ahead: int
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -215,7 +215,7 @@ async def _produce(
         sent = 0
         for topic, k, v, event_id in items:
             if topic == DOSSIER_EVENTS:
-                while sent - (sum(watcher.outcomes.values()) + watcher.dead_letters) >= AHEAD:
+                while sent - (sum(watcher.outcomes.values()) + watcher.dead_letters) >= ahead:
                     await _settle(pending, watcher, tick)
                     await asyncio.sleep(0.05)
                 sent += 1
@@ -248,6 +248,7 @@ async def run_demo(
     database_url: str | None = None,
     metrics_file: Path | None = None,
     fee_payments: bool = True,
+    ahead: int = AHEAD,
 ) -> int:
     """Run the whole demo; return the process exit code (0 when every dossier converged, every postal command
     was answered and order settled, every tax command answered and land dossier followed up to its end, nothing
@@ -331,6 +332,7 @@ async def run_demo(
                 dossiers, seed, bootstrap, gw, sim, watcher, console, timeout_s,
                 _Postal(post, postal_watcher, commands_topic), _Tax(tax_office, tax_watcher, tax_commands_topic),
                 _Payment(pay_sim, pay_watcher, input_topic("payment", settings.topics)), fee_payments=fee_payments,
+                ahead=ahead,
             )
             report.population = await demo_population.run(
                 bootstrap, input_topic("population_db", settings.topics), population, seed
@@ -406,7 +408,7 @@ class _Tax:
 async def _drive(
     dossiers: int, seed: int, bootstrap: str, gw: Gateway, sim: PortalSimulator, watcher: ResultWatcher,
     console: Console, timeout_s: float | None, postal: _Postal, tax: _Tax, payment: _Payment, *,
-    fee_payments: bool = True,
+    fee_payments: bool = True, ahead: int = AHEAD,
 ) -> DemoReport:
     journeys = generate_journeys(dossiers, seed=seed)
     events = interleave(journeys)
@@ -435,7 +437,9 @@ async def _drive(
         postal_task = progress.add_task("postal", total=len(commands), info="")
         tax_task = progress.add_task("tax", total=len(forms), info="")
         pay_task = progress.add_task("payment", total=len(fees), info="")
-        producer = asyncio.create_task(_produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n)))
+        producer = asyncio.create_task(
+            _produce(bootstrap, items, watcher, lambda n: progress.advance(produced, n), ahead)
+        )
         while True:
             await asyncio.sleep(0.5)
             report.events_in = int(_adapter_total(metrics.events_in, "national_portal"))
@@ -470,7 +474,10 @@ async def _drive(
                     break
             if time.perf_counter() > deadline:
                 break
-        await producer
+        if not producer.done():  # the deadline passed with events still held back (AHEAD): the run has failed
+            producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
     report.duration_s = round(time.perf_counter() - started, 2)
     lost = count_lost(journeys, sim.dossiers)
     report.lost = len(lost)
