@@ -60,6 +60,7 @@ POINTS: tuple[str, ...] = (
     # Durable follow-ups (gateway.followups): scheduled by a delivery, then a due row's run in the runner —
     # claim, partner call, its events, then the row completed or rescheduled.
     "followup.schedule",  # before the row is inserted (FollowUpStore.schedule, called before the input's settle)
+    "followup.activate",  # the input's events are on the topic; before its held rows become due (then the settle)
     "followup.claim",  # before due rows are claimed
     "followup.call",  # before the handler asks the partner (inside the partner's circuit breaker)
     "followup.publish",  # before each event of a run or a give-up is published

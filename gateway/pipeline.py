@@ -449,11 +449,15 @@ class Pipeline:
         # again under the same ids (readers de-duplicate). After the mark there would be nothing to redo it.
         # What the gateway must come back for is scheduled first (idempotent per key, "followup.schedule"): once
         # an event is out, a partner may act on it (a payer pays, the platform calls back) and whatever checks that
-        # call against the follow-up's row must find it.
+        # call against the follow-up's row must find it. Held, though, until the events are out: a run published
+        # before them (a fault between the two, the input redelivered later) would put the dossier's later
+        # events (a notice) ahead of this one (the submission).
+        follow_ups = self._follow_ups
+        if delivered.follow_ups and follow_ups is None:
+            raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
         for request in delivered.follow_ups:
-            if self._follow_ups is None:
-                raise RuntimeError(f"{self._name} asked for a follow-up, but its pipeline has no follow-up store")
-            await self._follow_ups.schedule(self._name, request)
+            assert follow_ups is not None
+            await follow_ups.schedule(self._name, request, held=True)
         for emitted in delivered.events:
             if emitted.topic is not None:  # a request's reply: only ever to the topic the flow answers it on
                 if emitted.topic != answer_topic(self._flow, event):
@@ -463,6 +467,9 @@ class Pipeline:
                 continue
             hit("partner_events.publish")
             await self._results.publish(self._events_topic, emitted.value, key=emitted.key)
+        for request in delivered.follow_ups:  # idempotent: a redelivered input's repeat changes nothing
+            assert follow_ups is not None
+            await follow_ups.activate(self._name, request)
         hit("settle")
         won = await self._settle(
             Settlement(self._name, str(event.event_id), advance, entries, "synced", access=delivered.access)

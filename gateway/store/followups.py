@@ -132,12 +132,19 @@ class FollowUpStore:
         async with self._engine.connect() as conn:
             return await database_now(conn)
 
-    async def schedule(self, adapter: str, request: FollowUpRequest, now: datetime | None = None) -> bool:
+    async def schedule(
+        self, adapter: str, request: FollowUpRequest, now: datetime | None = None, *, held: bool = False
+    ) -> bool:
         """Store `request` for `adapter` unless a row with its key exists (of any state): True if it was new.
 
         Idempotent, so the pipeline calls it before marking its input done and a redelivered input schedules
         nothing new. The fault point `followup.schedule` is hit here, just before the insert, wherever it is
         called from.
+
+        `held`: due only at its deadline until `activate` — the pipeline schedules a delivery's follow-ups before
+        it publishes the delivery's events (a partner acting on an event must find the row) and activates them
+        after, so that no run can publish an event of the dossier ahead of the delivery's own. A held row whose
+        input never got that far (dead-lettered) still runs once, at its deadline, as its last run.
         """
         _length("adapter", adapter, ADAPTER_LEN)
         _length("kind", request.kind, FOLLOWUP_KIND_LEN)
@@ -153,13 +160,37 @@ class FollowUpStore:
                 .values(
                     adapter=adapter, kind=request.kind, key=request.key, dossier_code=request.dossier_code,
                     payload=payload, state=PENDING, attempts=0, created_at=at,
-                    due_at=at + timedelta(seconds=request.first_after_s),
+                    due_at=at + timedelta(seconds=request.deadline_s if held else request.first_after_s),
                     deadline_at=at + timedelta(seconds=request.deadline_s), claim_epoch=0,
                 )
                 .on_conflict_do_nothing(index_elements=[t.adapter, t.key])
                 .returning(t.id)
             )
             return (await conn.execute(statement)).first() is not None
+
+    async def activate(self, adapter: str, request: FollowUpRequest, now: datetime | None = None) -> bool:
+        """Make a held row due `first_after_s` after it was scheduled (at once if that has passed): True if it was
+        held. A row already active, ever claimed or finished is left as it is, so a redelivered input's repeat
+        cannot pull back a row that has run. The fault point `followup.activate` is hit here, before the update.
+        """
+        faults.hit("followup.activate")
+        t = followups.c
+        async with self._writer.begin() as conn:
+            at = _aware(now) if now is not None else await database_now(conn)
+            row = (await conn.execute(
+                select(t.id, t.created_at, t.due_at, t.deadline_at).where(
+                    t.adapter == adapter, t.key == request.key, t.state == PENDING, t.claim_epoch == 0,
+                    t.attempts == 0,
+                )
+            )).first()
+            if row is None or _aware(row.due_at) != _aware(row.deadline_at):
+                return False
+            due = max(at, _aware(row.created_at) + timedelta(seconds=request.first_after_s))
+            # Compare-and-set on the held due time: a claimer between the read and this update wins.
+            statement = update(followups).where(
+                t.id == row.id, t.claim_epoch == 0, t.due_at == row.due_at
+            ).values(due_at=due)
+            return (await conn.execute(statement)).rowcount == 1
 
     async def claim_due(
         self,

@@ -96,8 +96,8 @@ _PORTAL_POINTS: tuple[str, ...] = tuple(
         # No partner events: the portal's answers are not events, and it has no feed.
         "partner_events.publish", "feed.lease", "feed.fetch", "feed.publish", "feed.cursor.advance",
         # No follow-ups either: the tax scenario has them.
-        "followup.schedule", "followup.claim", "followup.call", "followup.publish", "followup.ledger",
-        "followup.complete", "followup.reschedule",
+        "followup.schedule", "followup.activate", "followup.claim", "followup.call", "followup.publish",
+        "followup.ledger", "followup.complete", "followup.reschedule",
         # Request/reply (the population database): its own scenario (tests/faults/population.py).
         "access_log.record", "reply.publish",
         # Nor callbacks: the payment adapter's tests inject those (NOT_IN_SCENARIO).
@@ -139,8 +139,10 @@ _POSTAL_POINTS: tuple[str, ...] = (
 _TAX_POINTS: tuple[str, ...] = (
     # A command's steps, as in the postal scenario (its outage also ends in the first tier).
     *(p for p in _POSTAL_POINTS if not p.startswith("feed.")),
-    # The follow-ups: scheduled by a submission (and by a notice, for its payment), then each run of a row.
+    # The follow-ups: scheduled (held) by a submission, activated once its event is out (and scheduled by a
+    # notice's run, for its payment), then each run of a row.
     "followup.schedule",
+    "followup.activate",
     "followup.claim",
     "followup.call",
     "followup.publish",
@@ -170,7 +172,7 @@ _POPULATION_POINTS: tuple[str, ...] = (
 )
 _PAYMENT_POINTS: tuple[str, ...] = (
     # Fee requests (commands with partner events and a follow-up each), the platform's callbacks, the inquiry.
-    "partner.call", "partner.answered", "followup.schedule", "partner_events.publish", "settle",
+    "partner.call", "partner.answered", "followup.schedule", "partner_events.publish", "followup.activate", "settle",
     "result.publish.synced", "result.publish.failed", "result.publish.duplicate", "result.publish.malformed",
     "dead_letter.publish.malformed", "dead_letter.publish.failed", "ledger.append.failed", "offset.commit",
     "inbound.verify", "inbound.record", "inbound.publish", "inbound.mark", "inbound.answer",

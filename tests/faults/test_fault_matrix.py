@@ -27,7 +27,8 @@ RAISE_POINTS = {
     "portal": ("partner.answered", "settle", "result.publish.synced", "copy.publish.first", "parking.move.next_tier",
                "result.publish.stale", "dead_letter.publish.failed", "offset.commit", "service_index.record"),
     "postal": ("partner_events.publish", "feed.publish", "feed.cursor.advance"),
-    "tax": ("followup.schedule", "followup.publish", "followup.reschedule"),
+    "tax": ("followup.schedule", "partner_events.publish", "followup.activate", "followup.publish",
+            "followup.reschedule"),
     "population": ("access_log.record", "reply.publish"),
     "payment": ("inbound.publish", "outcome.record"),
 }

@@ -68,7 +68,9 @@ async def test_follow_ups_that_give_up_before_the_notice_comes_are_reported_lost
     rushed = dataclasses.replace(demo_tax.RHYTHM, notice_delay_s=4.0, first_poll_after_s=0.5, poll_interval_s=0.5,
                                  notice_deadline_s=1.5)
     monkeypatch.setattr(demo_tax, "RHYTHM", rushed)
-    code, data, _ = await _demo(tmp_path, timeout_s=15)  # time enough for every notice to be issued
+    # Time enough for every notice to be issued, and for the last command's follow-up to give up on a busy
+    # machine (15 s was not, with the fault matrix running beside it: 2 to 8 of 9 had given up).
+    code, data, _ = await _demo(tmp_path, timeout_s=25)
     tax = data["tax"]
     assert code == 1
     assert tax["unanswered"] == 0 and tax["second_submissions"] == 0  # commands are still answered, once...

@@ -57,6 +57,31 @@ async def test_schedule_is_idempotent_per_adapter_and_key(store: FollowUpStore) 
     assert await store.pending(ADAPTER) == 1
 
 
+async def test_a_held_row_waits_for_its_deadline_until_activated_and_activates_once(store: FollowUpStore) -> None:
+    assert await store.schedule(ADAPTER, request("S-1", 10, 100), now=at(0), held=True) is True
+    assert await store.schedule(ADAPTER, request("S-2", 10, 100), now=at(0), held=True) is True
+    assert (await store.by_key(ADAPTER, "S-1")).due_at == at(100)  # type: ignore[union-attr]
+    assert await claim(store, 50) == []  # held: not due before its deadline
+    # Activated after its first run's time: due at once; activated before it: due at scheduled + first_after_s.
+    assert await store.activate(ADAPTER, request("S-1", 10, 100), now=at(30)) is True
+    assert await store.activate(ADAPTER, request("S-2", 10, 100), now=at(4)) is True
+    assert (await store.by_key(ADAPTER, "S-1")).due_at == at(30)  # type: ignore[union-attr]
+    assert (await store.by_key(ADAPTER, "S-2")).due_at == at(10)  # type: ignore[union-attr]
+    # A repeat (a redelivered input) changes nothing, before or after the row ran.
+    assert await store.activate(ADAPTER, request("S-2", 10, 100), now=at(5)) is False
+    assert [r.key for r in await claim(store, 31)] == ["S-2", "S-1"]  # the earliest due first
+    assert await store.activate(ADAPTER, request("S-1", 10, 100), now=at(32)) is False  # claimed: left as it is
+    assert (await store.by_key(ADAPTER, "S-1")).due_at == at(30)  # type: ignore[union-attr]
+    assert await store.activate(ADAPTER, request("nothing", 10, 100), now=at(32)) is False
+
+
+async def test_a_held_row_never_activated_runs_at_its_deadline(store: FollowUpStore) -> None:
+    await store.schedule(ADAPTER, request("S-1", 10, 100), now=at(0), held=True)
+    assert await claim(store, 99) == []
+    (row,) = await claim(store, 100)
+    assert row.key == "S-1" and row.due_at == row.deadline_at == at(100)
+
+
 async def test_a_finished_row_is_not_scheduled_again(store: FollowUpStore) -> None:
     await store.schedule(ADAPTER, request("S-1"), now=at(0))
     (item,) = await claim(store, 1)

@@ -179,10 +179,15 @@ class FakeStore:
         return len(self.rows) < before
 
     # -- follow-ups
-    async def schedule(self, adapter: str, request: FollowUpRequest) -> bool:
+    async def schedule(self, adapter: str, request: FollowUpRequest, *, held: bool = False) -> bool:
         assert adapter == ADAPTER
-        self.steps.append("schedule")
+        self.steps.append("schedule:held" if held else "schedule")
         self.scheduled.append(request)
+        return True
+
+    async def activate(self, adapter: str, request: FollowUpRequest) -> bool:
+        assert adapter == ADAPTER and request in self.scheduled
+        self.steps.append("activate")
         return True
 
 

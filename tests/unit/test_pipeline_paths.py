@@ -89,8 +89,10 @@ async def test_a_delivery_schedules_publishes_its_events_then_settles_then_answe
     r = rig(monkeypatch, answers=[delivered])
     now_ms = int(time.time() * 1000)
     await r.pipeline(record(event_value(1, 3), timestamp_ms=now_ms - 2000))
-    # The follow-up first: once the event is out a partner may act on it (a payer pays) and find the row.
-    assert r.steps == ["known", *CALL, "schedule", "hit:partner_events.publish", "results:event", *SYNCED]
+    # The follow-up first: once the event is out a partner may act on it (a payer pays) and find the row. Held
+    # until the event is out, so no run of it can publish ahead of the delivery's own event.
+    assert r.steps == ["known", *CALL, "schedule:held", "hit:partner_events.publish", "results:event", "activate",
+                       *SYNCED]
     assert [(x.event_id, x.owned_version) for x in r.store.lookups] == [(E1, 3)]  # keyed by its dossier: owned
     event = [s for s in r.sent if s.topic == EVENTS]
     assert [(s.value, s.key, s.via) for s in event] == [(b'{"e": 1}', b"ek", "results")]
